@@ -1,0 +1,20 @@
+"""Exceptions raised by tengri.
+
+Every error names the offending argument and, where there is a closed set of
+valid values, lists them.
+"""
+
+__all__ = ["ParameterError", "DataError", "ConfigError"]
+
+
+class ParameterError(ValueError):
+    """An unknown or invalid parameter, prior, method name or option."""
+
+
+class DataError(ValueError):
+    """Observed data that cannot be fitted: NaN/inf values, non-positive noise,
+    shapes that disagree, missing catalog columns."""
+
+
+class ConfigError(ValueError):
+    """A model configuration (TOML or dict) that cannot be turned into a model."""

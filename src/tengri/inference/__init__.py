@@ -1,0 +1,1 @@
+"""Inference: the Problem every method solves, the method runners, the Fitter."""
