@@ -21,6 +21,9 @@ standard-normal prior that every runner multiplies back in).
 
 from __future__ import annotations
 
+import contextlib
+from typing import Iterator
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -33,7 +36,31 @@ __all__ = [
     "gaussian_problem", "gaussian_posterior",
     "banana_problem", "banana_reference_draws",
     "funnel_problem", "funnel_reference_draws",
+    "count_xla_compilations",
 ]
+
+_BACKEND_COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
+
+
+@contextlib.contextmanager
+def count_xla_compilations() -> Iterator[list[float]]:
+    """Record every XLA backend compilation inside the ``with`` block.
+
+    Yields a list that receives one duration (s) per compilation, so
+    ``len(compiles) == 0`` after the block means nothing was compiled: neither
+    an engine nor an eager operation.
+    """
+    durations: list[float] = []
+
+    def listener(event: str, duration: float, **kwargs) -> None:
+        if event == _BACKEND_COMPILE_EVENT:
+            durations.append(duration)
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        yield durations
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
 
 
 def _identity_to_physical(names: tuple[str, ...]):
@@ -86,7 +113,9 @@ def gaussian_problem(mean: np.ndarray | None = None, sd: np.ndarray | None = Non
     precision = np.linalg.inv(cov)
     lik_precision = precision - np.eye(5)
     if np.linalg.eigvalsh(lik_precision).min() <= 0:
-        raise ValueError("gaussian_problem: every eigenvalue of the posterior covariance must be < 1")
+        raise ValueError(
+            "gaussian_problem: every eigenvalue of the posterior covariance must be < 1"
+        )
     chol = np.linalg.cholesky(lik_precision)           # Λ = L Lᵀ, A = Lᵀ
     design = chol.T
     data = np.linalg.solve(chol, precision @ mean)     # Aᵀ y = P μ
@@ -135,8 +164,11 @@ def banana_problem(sigma1: float = 1.0, bend: float = 1.0, sigma2: float = 0.5) 
     return Problem(
         names=names,
         log_likelihood=banana_log_likelihood,
-        data_args={"sigma1": jnp.asarray(float(sigma1)), "bend": jnp.asarray(float(bend)),
-                   "sigma2": jnp.asarray(float(sigma2))},
+        data_args={
+            "sigma1": jnp.asarray(float(sigma1)),
+            "bend": jnp.asarray(float(bend)),
+            "sigma2": jnp.asarray(float(sigma2)),
+        },
         to_physical=_identity_to_physical(names),
         init=jnp.zeros(2),
         residuals=None,
