@@ -37,7 +37,7 @@ from tengri.inference.problem import Problem, RawResult, log_density
 
 __all__ = [
     "run_map", "run_laplace", "build_map_engine", "build_laplace_engine",
-    "find_map", "history_capacity",
+    "find_map", "history_capacity", "initial_point",
 ]
 
 LBFGS_MEMORY = 10            # stored (s, y) pairs of the L-BFGS inverse Hessian
@@ -212,13 +212,22 @@ def _map_history(found: dict[str, Any]) -> np.ndarray:
     return history[: int(found["n_iterations"]) + 1]
 
 
+def initial_point(problem: Problem) -> jax.Array:
+    """``problem.init`` as a float64 device array, shape (d,).
+
+    ``jax.device_put`` of a numpy array compiles nothing, whereas ``jnp.asarray``
+    of a host array compiles a small staging program for every new shape.
+    """
+    return jax.device_put(np.asarray(problem.init, dtype=np.float64))
+
+
 def run_map_engine(problem: Problem, key: jax.Array, n_starts: int, n_steps: int,
                    tol: float) -> dict[str, Any]:
     """Run the memoised MAP engine of ``problem`` and return its raw output."""
     engine = build_map_engine(problem.log_likelihood, problem.n_dim, n_starts,
                               history_capacity(n_steps))
-    z0 = jnp.asarray(problem.init, dtype=jnp.float64)
-    return engine(key, z0, problem.data_args, np.int64(n_steps), np.float64(tol))
+    return engine(key, initial_point(problem), problem.data_args, np.int64(n_steps),
+                  np.float64(tol))
 
 
 def _map_options(method: str, options: dict[str, Any]) -> tuple[int, int, float]:
@@ -296,6 +305,9 @@ def gaussian_at_mode(log_likelihood: Callable, z_map: jax.Array,
 def build_laplace_engine(log_likelihood: Callable, n_dim: int, n_samples: int) -> Callable:
     """Jitted ``engine(key, z_map, data_args) -> dict``: the Gaussian and its draws.
 
+    The dict holds :func:`gaussian_at_mode`'s entries and ``samples`` of shape
+    (1, n_samples, d).
+
     The MAP comes from :func:`build_map_engine` (shared with ``map`` and the MCMC
     initialisation), so this engine only adds the Hessian and the draws.
     """
@@ -304,7 +316,8 @@ def build_laplace_engine(log_likelihood: Callable, n_dim: int, n_samples: int) -
     def engine(key, z_map, data_args):
         gaussian = gaussian_at_mode(log_likelihood, z_map, data_args)
         normal = jax.random.normal(key, (n_samples, n_dim), dtype=z_map.dtype)
-        gaussian["samples"] = z_map[None, :] + normal @ gaussian["scale"].T
+        draws = z_map[None, :] + normal @ gaussian["scale"].T
+        gaussian["samples"] = draws[None, :, :]
         return gaussian
 
     return engine
@@ -348,7 +361,7 @@ def run_laplace(problem: Problem, key: jax.Array, **options: Any) -> RawResult:
     return RawResult(
         method="laplace",
         point=found["point"],
-        samples=gaussian["samples"][None, :, :],
+        samples=gaussian["samples"],
         diagnostics=diagnostics,
         loss_history=_map_history(found),
     )

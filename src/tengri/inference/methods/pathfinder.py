@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from tengri.inference.methods._engine_cache import memoised_engine
-from tengri.inference.methods.optimize import positive_int, validated_options
+from tengri.inference.methods.optimize import initial_point, positive_int, validated_options
 from tengri.inference.problem import Problem, RawResult, log_density
 
 __all__ = ["run_pathfinder", "build_pathfinder_engine"]
@@ -36,7 +36,8 @@ def build_pathfinder_engine(log_likelihood: Callable, n_dim: int, maxiter: int,
     Returns
     -------
     callable
-        The engine returns ``samples`` (n_samples, d), ``elbo`` of the chosen
+        The engine returns ``samples`` (1, n_samples, d), their ``mean`` (d,),
+        ``elbo`` of the chosen
         Gaussian, ``elbo_path`` (maxiter + 1,) with −inf past the end of the path
         or where the ELBO was not finite, and ``neg_log_density_path``
         (maxiter + 1,) along the L-BFGS path.
@@ -53,7 +54,8 @@ def build_pathfinder_engine(log_likelihood: Callable, n_dim: int, maxiter: int,
                                       maxiter=maxiter)
         samples, _ = pathfinder.sample(key_draws, state, n_samples)
         return {
-            "samples": samples,
+            "samples": samples[None, :, :],
+            "mean": jnp.mean(samples, axis=0),
             "elbo": state.elbo,
             "elbo_path": info.path.elbo,
             "neg_log_density_path": -jax.vmap(logdensity_fn)(info.path.position),
@@ -88,16 +90,15 @@ def run_pathfinder(problem: Problem, key: jax.Array, **options: Any) -> RawResul
     maxiter = positive_int("pathfinder", "maxiter", options["maxiter"])
     engine = build_pathfinder_engine(problem.log_likelihood, problem.n_dim, maxiter,
                                      num_samples_elbo, n_samples)
-    out = engine(key, jnp.asarray(problem.init, dtype=jnp.float64), problem.data_args)
+    out = engine(key, initial_point(problem), problem.data_args)
     elbo_path = np.asarray(out["elbo_path"])
     finite = np.isfinite(elbo_path)
     path_length = int(finite.sum())
-    samples = out["samples"][None, :, :]
     diagnostics = {
         "elbo": float(out["elbo"]),
         "best_iteration": int(np.argmax(np.where(finite, elbo_path, -np.inf))),
         "path_length": path_length,
     }
     history = np.asarray(out["neg_log_density_path"])[: max(path_length, 1)]
-    return RawResult(method="pathfinder", point=jnp.mean(samples, axis=(0, 1)),
-                     samples=samples, diagnostics=diagnostics, loss_history=history)
+    return RawResult(method="pathfinder", point=out["mean"], samples=out["samples"],
+                     diagnostics=diagnostics, loss_history=history)

@@ -1,0 +1,411 @@
+"""Markov chain Monte Carlo with blackjax: NUTS, HMC, dynamic HMC, GHMC and ESS.
+
+All samplers work in the latent space of :mod:`tengri.inference.problem`
+(``log posterior = log L(z) − |z|²/2``) and start from the MAP found by the
+``map`` engine (run with the ``[map]`` defaults, so its compiled program is shared
+with ``Fitter.run("map")``).
+
+Gradient-based samplers
+    ``mcmc_nuts`` (Hoffman & Gelman 2014), ``hmc`` (fixed ``num_integration_steps``;
+    Neal 2011), ``dynamic_hmc`` (a number of leapfrog steps drawn uniformly in
+    1…9 at each transition, blackjax's default) and ``ghmc`` (generalised HMC with
+    persistent momentum and a non-reversible slice acceptance, one leapfrog step a
+    transition; Horowitz 1991, Neal 2020). Warm-up is Stan's window adaptation
+    (dual-averaging step size + windowed mass-matrix estimate,
+    ``blackjax.window_adaptation``) driven by the sampler's *own* kernel: for
+    ``dynamic_hmc`` and ``ghmc``, whose ``init`` needs a random key, a thin adapter
+    supplies the key; for ``ghmc`` the adapted step size therefore targets the
+    acceptance of single GHMC steps, not of NUTS trajectories. The diagonal or
+    dense (``use_dense``) inverse mass matrix is passed to GHMC as its momentum
+    metric (square root of the diagonal, or the dense matrix itself).
+
+Elliptical slice sampling (``ess``; Murray, Adams & MacKay 2010)
+    Exact here: in latent space the prior is ``N(0, I)``, so the ESS prior is
+    ``N(0, I)`` and its log-likelihood is ``problem.log_likelihood``.
+
+Each engine runs one chain (warm-up, burn-in and sampling scans in one jit);
+chains run one after the other through the same compiled engine, so compile time
+does not depend on ``n_chains`` (vmapping chains doubled compile time and gave no
+speed-up on two CPU cores, see ``shared/STACK.md``). Every chain starts at the
+MAP with its own key.
+"""
+
+from __future__ import annotations
+
+import types
+from typing import Any, Callable
+
+import blackjax
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from tengri.errors import ParameterError
+from tengri.inference import registry
+from tengri.inference.methods._engine_cache import memoised_engine
+from tengri.inference.methods.optimize import (
+    finite_float, initial_point, positive_int, run_map_engine, validated_options,
+)
+from tengri.inference.problem import Problem, RawResult, log_density
+
+__all__ = [
+    "run_nuts", "run_hmc", "run_dynamic_hmc", "run_ghmc", "run_ess",
+    "build_hmc_family_engine", "build_ess_engine", "HMC_FAMILY",
+]
+
+HMC_FAMILY = ("mcmc_nuts", "hmc", "dynamic_hmc", "ghmc")
+
+
+# ------------------------------------------------------------------ kernels
+def _key_init_adapter(init: Callable, build_kernel: Callable, key: jax.Array):
+    """Algorithm object for ``window_adaptation`` whose ``init`` needs no key.
+
+    ``window_adaptation`` calls ``algorithm.init(position, logdensity_fn)``;
+    dynamic HMC and GHMC also need a PRNG key, which this adapter closes over.
+    """
+    return types.SimpleNamespace(
+        init=lambda position, logdensity_fn: init(position, logdensity_fn, key),
+        build_kernel=build_kernel,
+    )
+
+
+def _ghmc_metric(inverse_mass_matrix: jax.Array) -> jax.Array:
+    # blackjax.ghmc squares a 1-D "momentum inverse scale" into the inverse mass
+    # matrix and takes a 2-D argument as the inverse mass matrix itself.
+    if inverse_mass_matrix.ndim == 1:
+        return jnp.sqrt(inverse_mass_matrix)
+    return inverse_mass_matrix
+
+
+def _ghmc_adaptation_algorithm(key: jax.Array, alpha: jax.Array, delta: jax.Array):
+    """GHMC as an algorithm with the ``(…, step_size, inverse_mass_matrix)`` kernel
+    signature that ``window_adaptation`` drives."""
+    def build_kernel():
+        base = blackjax.mcmc.ghmc.build_kernel()
+
+        def kernel(rng_key, state, logdensity_fn, step_size, inverse_mass_matrix):
+            return base(rng_key, state, logdensity_fn, step_size,
+                        _ghmc_metric(inverse_mass_matrix), alpha, delta)
+
+        return kernel
+
+    return _key_init_adapter(blackjax.mcmc.ghmc.init, build_kernel, key)
+
+
+def _dynamic_hmc_adaptation_algorithm(key: jax.Array):
+    def build_kernel(integrator=blackjax.mcmc.integrators.velocity_verlet):
+        return blackjax.mcmc.dynamic_hmc.build_kernel(integrator=integrator)
+
+    return _key_init_adapter(blackjax.mcmc.dynamic_hmc.init, build_kernel, key)
+
+
+def _warmup_and_sampler(kind: str, logdensity_fn: Callable, key: jax.Array, z0: jax.Array,
+                        n_warmup: int, use_dense: bool, target_accept: jax.Array,
+                        max_num_doublings: int, num_integration_steps: jax.Array,
+                        alpha: jax.Array, delta: jax.Array):
+    """Window-adapt ``kind`` from ``z0``; return (adapted state, step function, params)."""
+    key_init, key_warmup = jax.random.split(key)
+    extra: dict[str, Any] = {}
+    if kind == "mcmc_nuts":
+        algorithm = blackjax.nuts
+        extra = {"max_num_doublings": max_num_doublings}
+    elif kind == "hmc":
+        algorithm = blackjax.hmc
+        extra = {"num_integration_steps": num_integration_steps}
+    elif kind == "dynamic_hmc":
+        algorithm = _dynamic_hmc_adaptation_algorithm(key_init)
+    elif kind == "ghmc":
+        algorithm = _ghmc_adaptation_algorithm(key_init, alpha, delta)
+    else:
+        raise ValueError(f"unknown HMC-family sampler {kind!r}; accepted: {', '.join(HMC_FAMILY)}")
+
+    warmup = blackjax.window_adaptation(
+        algorithm, logdensity_fn, is_mass_matrix_diagonal=not use_dense,
+        target_acceptance_rate=target_accept, adaptation_info_fn=lambda *_: None, **extra,
+    )
+    (state, parameters), _ = warmup.run(key_warmup, z0, num_steps=n_warmup)
+    step_size = parameters["step_size"]
+    inverse_mass_matrix = parameters["inverse_mass_matrix"]
+    if kind == "mcmc_nuts":
+        sampler = blackjax.nuts(logdensity_fn, step_size, inverse_mass_matrix,
+                                max_num_doublings=max_num_doublings)
+    elif kind == "hmc":
+        sampler = blackjax.hmc(logdensity_fn, step_size, inverse_mass_matrix,
+                               num_integration_steps)
+    elif kind == "dynamic_hmc":
+        sampler = blackjax.dynamic_hmc(logdensity_fn, step_size, inverse_mass_matrix)
+    else:
+        sampler = blackjax.ghmc(logdensity_fn, step_size, _ghmc_metric(inverse_mass_matrix),
+                                alpha, delta)
+    return state, sampler.step, step_size, inverse_mass_matrix
+
+
+def _run_chain(step: Callable, state, key: jax.Array, n_burnin: int, n_samples: int):
+    """Burn-in (discarded) then ``n_samples`` transitions; returns (positions, infos)."""
+    key_burnin, key_sampling = jax.random.split(key)
+
+    def advance(state, key):
+        state, _ = step(key, state)
+        return state, None
+
+    def draw(state, key):
+        state, info = step(key, state)
+        return state, (state.position, info)
+
+    state, _ = jax.lax.scan(advance, state, jax.random.split(key_burnin, n_burnin))
+    _, (positions, infos) = jax.lax.scan(draw, state, jax.random.split(key_sampling, n_samples))
+    return positions, infos
+
+
+# ------------------------------------------------------------------ engines
+@memoised_engine
+def build_hmc_family_engine(log_likelihood: Callable, n_dim: int, kind: str, n_warmup: int,
+                            n_burnin: int, n_samples: int, use_dense: bool,
+                            max_num_doublings: int) -> Callable:
+    """One jitted chain of an HMC-family sampler.
+
+    Returns
+    -------
+    callable
+        ``engine(key, z0, data_args, target_accept, num_integration_steps, alpha,
+        delta) -> dict`` with ``samples`` (n_samples, d), ``acceptance_rate``,
+        ``n_divergences``, ``step_size``, ``n_integration_steps_mean`` and
+        ``inverse_mass_matrix`` ((d,) or (d, d)). Options a sampler does not use
+        are ignored by it but kept in the signature so that every kind has one.
+    """
+
+    @jax.jit
+    def engine(key, z0, data_args, target_accept, num_integration_steps, alpha, delta):
+        def logdensity_fn(z):
+            return log_density(log_likelihood, z, data_args)
+
+        key_warmup, key_chain = jax.random.split(key)
+        state, step, step_size, inverse_mass_matrix = _warmup_and_sampler(
+            kind, logdensity_fn, key_warmup, z0, n_warmup, use_dense, target_accept,
+            max_num_doublings, num_integration_steps, alpha, delta,
+        )
+        positions, infos = _run_chain(step, state, key_chain, n_burnin, n_samples)
+        return {
+            "samples": positions,
+            "acceptance_rate": jnp.mean(infos.acceptance_rate),
+            "n_divergences": jnp.sum(infos.is_divergent),
+            "step_size": step_size,
+            "n_integration_steps_mean": jnp.mean(jnp.asarray(infos.num_integration_steps,
+                                                             dtype=jnp.float64)),
+            "inverse_mass_matrix": inverse_mass_matrix,
+        }
+
+    return engine
+
+
+@memoised_engine
+def build_ess_engine(log_likelihood: Callable, n_dim: int, n_burnin: int,
+                     n_samples: int) -> Callable:
+    """One jitted elliptical-slice chain with the exact N(0, I) latent prior.
+
+    Returns
+    -------
+    callable
+        ``engine(key, z0, data_args) -> dict`` with ``samples`` (n_samples, d) and
+        ``n_slice_evaluations_mean``: likelihood evaluations per transition.
+    """
+
+    @jax.jit
+    def engine(key, z0, data_args):
+        def loglikelihood_fn(z):
+            return log_likelihood(z, data_args)
+
+        sampler = blackjax.elliptical_slice(loglikelihood_fn, mean=jnp.zeros(n_dim),
+                                            cov=jnp.ones(n_dim))
+        state = sampler.init(z0)
+        positions, infos = _run_chain(sampler.step, state, key, n_burnin, n_samples)
+        return {
+            "samples": positions,
+            "n_slice_evaluations_mean": jnp.mean(jnp.asarray(infos.subiter, dtype=jnp.float64)),
+        }
+
+    return engine
+
+
+# ------------------------------------------------------------------ runners
+START_POINTS = ("map", "init")
+
+
+def _start_point(method: str, start: Any, problem: Problem, key: jax.Array) -> jax.Array:
+    """Where every chain starts: the MAP (``"map"``) or ``problem.init`` (``"init"``).
+
+    The MAP uses the ``[map]`` defaults, so it shares its compiled engine with
+    ``Fitter.run("map")``. ``"init"`` is for posteriors whose mode is a poor place
+    to start, e.g. funnels, whose density peaks in the neck.
+    """
+    if start not in START_POINTS:
+        raise ParameterError(f"{method}: option 'start' must be one of "
+                             f"{', '.join(map(repr, START_POINTS))}, got {start!r}")
+    if start == "init":
+        return initial_point(problem)
+    defaults = registry.method_options("map", {})
+    found = run_map_engine(problem, key, defaults["n_starts"], defaults["n_steps"],
+                           defaults["tol"])
+    return found["point"]
+
+
+def _chain_keys(key: jax.Array, n_chains: int) -> tuple[jax.Array, list[jax.Array]]:
+    # fold_in rather than split(key, n_chains): the same small program for every
+    # n_chains, so changing n_chains compiles nothing.
+    key_map, key_chains = jax.random.split(key)
+    return key_map, [jax.random.fold_in(key_chains, chain) for chain in range(n_chains)]
+
+
+def _stack_chains(outputs: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+    return {name: np.stack([np.asarray(out[name]) for out in outputs]) for name in outputs[0]}
+
+
+def _samples_and_mean(chains: dict[str, np.ndarray]) -> tuple[jax.Array, jax.Array]:
+    """Draws (n_chains, n_samples, d) as a jax array and their mean (in numpy, so
+    that a new number of chains compiles nothing)."""
+    samples = chains["samples"]
+    # device_put, unlike jnp.asarray, does not compile a staging program per shape
+    return jax.device_put(samples), jax.device_put(samples.mean(axis=(0, 1)))
+
+
+def _run_hmc_family(kind: str, problem: Problem, key: jax.Array,
+                    options: dict[str, Any]) -> RawResult:
+    options = validated_options(kind, options)
+    n_warmup = positive_int(kind, "n_warmup", options["n_warmup"])
+    n_burnin = positive_int(kind, "n_burnin", options["n_burnin"], minimum=0)
+    n_samples = positive_int(kind, "n_samples", options["n_samples"])
+    n_chains = positive_int(kind, "n_chains", options["n_chains"])
+    if not isinstance(options["use_dense"], (bool, np.bool_)):
+        raise ValueError(f"{kind}: option 'use_dense' must be True or False, "
+                         f"got {options['use_dense']!r}")
+    use_dense = bool(options["use_dense"])
+    target_accept = finite_float(kind, "target_accept", options["target_accept"],
+                                 low=0.0, high=1.0, closed_low=False)
+    max_num_doublings = positive_int(kind, "max_num_doublings",
+                                     options.get("max_num_doublings", 10))
+    num_integration_steps = positive_int(kind, "num_integration_steps",
+                                         options.get("num_integration_steps", 1))
+    alpha = finite_float(kind, "alpha", options.get("alpha", 1.0), high=1.0, closed_low=False)
+    delta = finite_float(kind, "delta", options.get("delta", 0.0), high=2.0)
+    # NUTS is the only kind whose trajectory buffers depend on max_num_doublings;
+    # fixing it for the others keeps them at one engine each.
+    engine = build_hmc_family_engine(
+        problem.log_likelihood, problem.n_dim, kind, n_warmup, n_burnin, n_samples, use_dense,
+        max_num_doublings if kind == "mcmc_nuts" else 0,
+    )
+    key_map, chain_keys = _chain_keys(key, n_chains)
+    z0 = _start_point(kind, options["start"], problem, key_map)
+    outputs = [
+        engine(chain_key, z0, problem.data_args, np.float64(target_accept),
+               np.int64(num_integration_steps), np.float64(alpha), np.float64(delta))
+        for chain_key in chain_keys
+    ]
+    chains = _stack_chains(outputs)
+    samples, point = _samples_and_mean(chains)
+    diagnostics = {
+        "acceptance_rate": float(np.mean(chains["acceptance_rate"])),
+        "n_divergences": int(np.sum(chains["n_divergences"])),
+        "step_size": float(np.mean(chains["step_size"])),
+        "step_size_per_chain": chains["step_size"],
+        "n_integration_steps_mean": float(np.mean(chains["n_integration_steps_mean"])),
+        "inverse_mass_matrix": chains["inverse_mass_matrix"],
+        "n_chains": n_chains,
+        "n_warmup": n_warmup,
+        "n_burnin": n_burnin,
+        "n_samples": n_samples,
+    }
+    return RawResult(method=kind, point=point, samples=samples, diagnostics=diagnostics,
+                     loss_history=None)
+
+
+def run_nuts(problem: Problem, key: jax.Array, **options: Any) -> RawResult:
+    """No-U-Turn sampler with Stan's window adaptation, started at the MAP.
+
+    Parameters
+    ----------
+    problem : Problem
+    key : jax.Array
+    **options
+        ``n_warmup``, ``n_burnin``, ``n_samples``, ``n_chains``, ``use_dense``,
+        ``target_accept``, ``max_num_doublings`` (defaults from ``defaults.toml``;
+        an unknown option raises ValueError).
+
+    Returns
+    -------
+    RawResult
+        ``samples`` (n_chains, n_samples, d), ``point`` = their mean, diagnostics
+        ``acceptance_rate``, ``n_divergences``, ``step_size`` (mean over chains),
+        ``step_size_per_chain``, ``n_integration_steps_mean`` (leapfrog steps per
+        draw), ``inverse_mass_matrix`` (per chain), and the run's sizes.
+    """
+    return _run_hmc_family("mcmc_nuts", problem, key, options)
+
+
+def run_hmc(problem: Problem, key: jax.Array, **options: Any) -> RawResult:
+    """Hamiltonian Monte Carlo with ``num_integration_steps`` leapfrog steps a draw.
+
+    Options as :func:`run_nuts`, with ``num_integration_steps`` in place of
+    ``max_num_doublings``; the step size and mass matrix are window-adapted.
+    """
+    return _run_hmc_family("hmc", problem, key, options)
+
+
+def run_dynamic_hmc(problem: Problem, key: jax.Array, **options: Any) -> RawResult:
+    """HMC whose number of leapfrog steps is drawn uniformly in 1…9 at each draw.
+
+    Options: ``n_warmup``, ``n_burnin``, ``n_samples``, ``n_chains``, ``use_dense``,
+    ``target_accept``. Returns as :func:`run_nuts`.
+    """
+    return _run_hmc_family("dynamic_hmc", problem, key, options)
+
+
+def run_ghmc(problem: Problem, key: jax.Array, **options: Any) -> RawResult:
+    """Generalised HMC: one leapfrog step a draw, partial momentum refreshment.
+
+    blackjax has no warm-up for GHMC; here Stan's window adaptation drives the
+    GHMC kernel itself, so the step size is tuned (dual averaging) to give
+    ``target_accept`` for single GHMC steps and the mass matrix is the windowed
+    posterior covariance estimate. ``alpha`` is the fraction of the momentum
+    refreshed per step (``p ← √(1−α) p + √α ξ``), ``delta`` the deterministic
+    shift of the non-reversible slice variable (Neal 2020). Since consecutive
+    GHMC draws are strongly correlated, ``n_samples`` defaults higher than for
+    NUTS. Returns as :func:`run_nuts`.
+    """
+    return _run_hmc_family("ghmc", problem, key, options)
+
+
+def run_ess(problem: Problem, key: jax.Array, **options: Any) -> RawResult:
+    """Elliptical slice sampling with the exact standard-normal latent prior.
+
+    Parameters
+    ----------
+    problem : Problem
+    key : jax.Array
+    **options
+        ``n_burnin`` (discarded draws after the MAP start), ``n_samples``,
+        ``n_chains``.
+
+    Returns
+    -------
+    RawResult
+        ``samples`` (n_chains, n_samples, d), ``point`` = their mean, diagnostics
+        ``n_slice_evaluations_mean`` (likelihood calls per draw) and the run's sizes.
+        No gradients are used by the sampler itself (the MAP start uses them).
+    """
+    options = validated_options("ess", options)
+    n_burnin = positive_int("ess", "n_burnin", options["n_burnin"], minimum=0)
+    n_samples = positive_int("ess", "n_samples", options["n_samples"])
+    n_chains = positive_int("ess", "n_chains", options["n_chains"])
+    engine = build_ess_engine(problem.log_likelihood, problem.n_dim, n_burnin, n_samples)
+    key_map, chain_keys = _chain_keys(key, n_chains)
+    z0 = _start_point("ess", options["start"], problem, key_map)
+    chains = _stack_chains([engine(k, z0, problem.data_args) for k in chain_keys])
+    samples, point = _samples_and_mean(chains)
+    diagnostics = {
+        "n_slice_evaluations_mean": float(np.mean(chains["n_slice_evaluations_mean"])),
+        "n_chains": n_chains,
+        "n_burnin": n_burnin,
+        "n_samples": n_samples,
+    }
+    return RawResult(method="ess", point=point, samples=samples, diagnostics=diagnostics,
+                     loss_history=None)
