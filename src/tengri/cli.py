@@ -1,0 +1,84 @@
+"""The ``tengri`` command.
+
+    tengri fit CATALOG --config MODEL.toml --method METHOD --out DIR [--option k=v ...]
+    tengri demo [--out DIR]
+    tengri info
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import sys
+
+__all__ = ["main"]
+
+
+def _parse_option(text: str) -> tuple[str, object]:
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"--option expects key=value, got {text!r}")
+    key, raw = text.split("=", 1)
+    try:
+        value = ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        value = raw
+    return key.strip(), value
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tengri", description="Differentiable galaxy SED fitting on JAX")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    fit = sub.add_parser("fit", help="fit every galaxy of a catalog")
+    fit.add_argument("catalog", help="CSV, ECSV or FITS catalog")
+    fit.add_argument("--config", required=True, help="model configuration (TOML)")
+    fit.add_argument("--method", default="map", help="inference method (default: map)")
+    fit.add_argument("--out", required=True, help="output directory")
+    fit.add_argument("--option", action="append", default=[], type=_parse_option,
+                     metavar="KEY=VALUE", help="method option, repeatable (e.g. n_samples=500)")
+    fit.add_argument("--no-posteriors", action="store_true", help="write only summary.csv")
+    fit.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    demo = sub.add_parser("demo", help="fit a generated mock catalog and write plots")
+    demo.add_argument("--out", default="demo_output")
+
+    sub.add_parser("info", help="versions, grids and methods")
+    return parser
+
+
+def main(argv=None) -> int:
+    args = _build_parser().parse_args(argv)
+    from tengri.errors import ConfigError, DataError, ParameterError
+
+    try:
+        if args.command == "fit":
+            from tengri.fit_catalog import fit_catalog
+
+            rows = fit_catalog(args.catalog, args.config, args.method, args.out,
+                               options=dict(args.option), save_posteriors=not args.no_posteriors,
+                               progress=not args.quiet)
+            n_err = sum(1 for r in rows if r.get("error"))
+            print(f"fitted {len(rows) - n_err} of {len(rows)} galaxies → {args.out}/summary.csv")
+            return 0 if n_err < len(rows) else 1
+        if args.command == "demo":
+            from tengri.demo import run_demo
+
+            run_demo(args.out)
+            return 0
+        if args.command == "info":
+            import jax
+
+            import tengri
+            from tengri.inference.registry import available_methods
+
+            print(f"tengri {tengri.__version__}, jax {jax.__version__}, devices {jax.devices()}")
+            print(f"methods: {', '.join(available_methods())}")
+            return 0
+    except (ConfigError, DataError, ParameterError, ValueError) as err:
+        print(f"tengri: error: {err}", file=sys.stderr)
+        return 2
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,144 @@
+"""Model configuration files (TOML) → SEDModel + how to read a catalog.
+
+Format::
+
+    [model]
+    sfh = "delayed"            # constant | exponential | delayed | lognormal | dpl | burst
+    dust = "calzetti"          # calzetti | none
+    nebular = true
+    dust_emission = false      # accepted; dust re-emission is not modelled yet
+    igm = "inoue14"            # inoue14 | none
+    cosmology = { h0 = 70.0, om0 = 0.3 }   # or "planck18"
+
+    [data]
+    flux_unit = "uJy"          # uJy | nJy | mJy | Jy | cgs | maggie | zp25
+    filters = ["sdss_u0", "sdss_g0"]
+    missing_below = -90        # optional: values below are missing; NaN always is
+
+    [params.redshift]
+    column = "redshift"        # per-galaxy value read from this catalog column
+    [params.age_gyr]
+    prior = "uniform"
+    low = 0.1
+    high = "age_of_universe"   # follows each galaxy's redshift
+    [params.log_u]
+    fixed = -3.0
+
+Parameters not listed take the model's default priors.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tengri.errors import ConfigError, ParameterError
+from tengri.model.observation import FLUX_UNITS, Photometry
+
+__all__ = ["CatalogSpec", "load_config", "model_from_config"]
+
+_MODEL_KEYS = {"sfh", "dust", "nebular", "dust_emission", "igm", "cosmology"}
+_DATA_KEYS = {"flux_unit", "filters", "missing_below"}
+
+
+@dataclass(frozen=True)
+class CatalogSpec:
+    """How to read one galaxy's data from a catalog row.
+
+    Attributes
+    ----------
+    filters : tuple of str
+        Flux column names (= filter names); errors are ``<filter>_err``.
+    flux_unit : str
+        Unit of the flux and error columns (see ``FLUX_UNITS``).
+    missing_below : float or None
+        Values below this are missing (masked); NaN always is.
+    columns : dict
+        Parameter name → catalog column giving its per-galaxy fixed value.
+    """
+
+    filters: tuple[str, ...]
+    flux_unit: str = "cgs"
+    missing_below: float | None = None
+    columns: dict[str, str] = field(default_factory=dict)
+
+
+def load_config(config) -> dict:
+    """Parse a TOML path or pass a dict through (copied)."""
+    if isinstance(config, dict):
+        return {k: (dict(v) if isinstance(v, dict) else v) for k, v in config.items()}
+    path = Path(config)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"config file {path} is not valid TOML: {err}") from None
+
+
+def model_from_config(config, observation: Photometry | None = None):
+    """Build ``(SEDModel, CatalogSpec)`` from a TOML path or dict.
+
+    Raises
+    ------
+    ConfigError
+        Unknown sections or keys, missing filters, bad units.
+    ParameterError
+        Bad priors (e.g. low ≥ high), unknown parameter names.
+    """
+    from tengri.model.sed_model import SEDModel
+    from tengri.params import Fixed, Parameters, prior_from_dict
+
+    cfg = load_config(config)
+    unknown = set(cfg) - {"model", "data", "params"}
+    if unknown:
+        raise ConfigError(f"unknown config sections {sorted(unknown)}; valid: model, data, params")
+    model_cfg = dict(cfg.get("model", {}))
+    data_cfg = dict(cfg.get("data", {}))
+    bad = set(model_cfg) - _MODEL_KEYS
+    if bad:
+        raise ConfigError(f"unknown [model] keys {sorted(bad)}; valid: {sorted(_MODEL_KEYS)}")
+    bad = set(data_cfg) - _DATA_KEYS
+    if bad:
+        raise ConfigError(f"unknown [data] keys {sorted(bad)}; valid: {sorted(_DATA_KEYS)}")
+
+    flux_unit = data_cfg.get("flux_unit", "cgs")
+    if flux_unit not in FLUX_UNITS:
+        raise ConfigError(f"[data] flux_unit {flux_unit!r} unknown; valid: {', '.join(FLUX_UNITS)}")
+    missing_below = data_cfg.get("missing_below")
+    if missing_below is not None and not (isinstance(missing_below, (int, float)) and math.isfinite(missing_below)):
+        raise ConfigError(f"[data] missing_below must be a finite number, got {missing_below!r}")
+    filters = data_cfg.get("filters")
+    if observation is None:
+        if not filters:
+            raise ConfigError("[data] filters must list at least one filter name")
+        observation = Photometry(filters)
+
+    priors = {}
+    columns = {}
+    for name, spec in cfg.get("params", {}).items():
+        if not isinstance(spec, dict):
+            raise ConfigError(f"[params.{name}] must be a table, got {spec!r}")
+        if "column" in spec:
+            if set(spec) != {"column"}:
+                raise ConfigError(f"[params.{name}]: 'column' cannot be combined with {sorted(set(spec) - {'column'})}")
+            columns[name] = str(spec["column"])
+            priors[name] = Fixed(0.0)  # placeholder; SEDModel.per_galaxy demands the value
+            continue
+        try:
+            priors[name] = prior_from_dict(name, spec)
+        except ParameterError as err:
+            raise ParameterError(f"[params.{name}]: {err}") from None
+
+    kwargs: dict[str, Any] = {k: model_cfg[k] for k in model_cfg}
+    model = SEDModel(Parameters(priors), observation, per_galaxy=tuple(columns), **kwargs)
+    spec = CatalogSpec(
+        filters=tuple(filters) if filters else observation.filter_names,
+        flux_unit=flux_unit,
+        missing_below=None if missing_below is None else float(missing_below),
+        columns=columns,
+    )
+    return model, spec

@@ -1,0 +1,92 @@
+"""Redshifting a rest-frame SED and integrating it through filter curves.
+
+The observed flux density of a source at redshift z is
+
+.. math::  f_\\nu(\\lambda_{obs}) = (1+z)\\, L_\\nu(\\lambda_{obs}/(1+z)) / (4\\pi d_L^2)
+
+and the band flux of a photon-counting detector, in the AB convention, is
+
+.. math::  \\bar f_\\nu = \\int f_\\nu\\, T(\\lambda)\\, d\\lambda/\\lambda \\big/ \\int T(\\lambda)\\, d\\lambda/\\lambda .
+
+Both integrals are done on the model's own rest-frame grid (the filter curve is
+interpolated onto the redshifted grid), so emission lines deposited into single
+grid bins are integrated exactly, and a flat f_ν gives back its value exactly.
+Everything that depends only on the redshift is folded into one matrix
+``W (n_band, n_wave)``: band fluxes are then ``W @ L_ν``.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = ["pack_filters", "log_wavelength_widths", "band_matrix", "MPC_CM"]
+
+MPC_CM = 3.0856775814913673e24
+
+
+def pack_filters(filters) -> tuple[np.ndarray, np.ndarray]:
+    """Stack filter curves into padded arrays for vectorised interpolation.
+
+    Parameters
+    ----------
+    filters : sequence of objects with ``wavelength_aa`` and ``transmission``
+
+    Returns
+    -------
+    wavelength_aa, transmission : numpy.ndarray, shape (n_band, n_max)
+        Each row padded by repeating its last wavelength with zero transmission, so
+        ``jnp.interp`` (which clamps) returns 0 outside every curve.
+    """
+    n_max = max(len(f.wavelength_aa) for f in filters) + 2
+    wave = np.zeros((len(filters), n_max))
+    trans = np.zeros((len(filters), n_max))
+    for i, f in enumerate(filters):
+        w = np.asarray(f.wavelength_aa, float)
+        t = np.asarray(f.transmission, float)
+        n = len(w)
+        # zero-transmission guards just outside each end so interpolation falls to 0
+        wave[i, 0] = w[0] * (1 - 1e-6)
+        wave[i, 1 : n + 1] = w
+        wave[i, n + 1 :] = w[-1] * (1 + 1e-6)
+        trans[i, 1 : n + 1] = t
+    return wave, trans
+
+
+def log_wavelength_widths(wavelength_aa: np.ndarray) -> np.ndarray:
+    """Width of each grid bin in ln λ (midpoint edges), shape (n_wave,)."""
+    lnw = np.log(np.asarray(wavelength_aa, float))
+    edges = np.concatenate([[lnw[0] - 0.5 * (lnw[1] - lnw[0])], 0.5 * (lnw[1:] + lnw[:-1]),
+                            [lnw[-1] + 0.5 * (lnw[-1] - lnw[-2])]])
+    return np.diff(edges)
+
+
+def band_matrix(redshift, luminosity_distance_cm, wavelength_rest_aa, dlnlam,
+                filter_wave_aa, filter_trans, igm_transmission):
+    """Matrix taking rest-frame L_ν to band-averaged observed f_ν.
+
+    Parameters
+    ----------
+    redshift : scalar
+    luminosity_distance_cm : scalar
+    wavelength_rest_aa : array, shape (n_wave,)
+        Model rest-frame grid [Å].
+    dlnlam : array, shape (n_wave,)
+        Bin widths in ln λ (:func:`log_wavelength_widths`); redshift-invariant.
+    filter_wave_aa, filter_trans : array, shape (n_band, n_max)
+        From :func:`pack_filters` [Å, dimensionless].
+    igm_transmission : array, shape (n_wave,)
+        IGM transmission at the observed wavelengths ``(1+z)·λ_rest``.
+
+    Returns
+    -------
+    array, shape (n_band, n_wave)
+        ``W`` such that band f_ν [erg/s/cm²/Hz] = ``W @ L_ν`` [erg/s/Hz].
+    """
+    wave_obs = wavelength_rest_aa * (1.0 + redshift)
+    trans = jax.vmap(jnp.interp, in_axes=(None, 0, 0))(wave_obs, filter_wave_aa, filter_trans)
+    weights = trans * dlnlam
+    norm = jnp.sum(weights, axis=1, keepdims=True)
+    scale = (1.0 + redshift) / (4.0 * jnp.pi * luminosity_distance_cm**2)
+    return weights / jnp.where(norm > 0, norm, 1.0) * igm_transmission * scale

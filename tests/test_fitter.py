@@ -1,0 +1,82 @@
+"""Fitter: MAP and NUTS on one mock galaxy; errors for bad input."""
+
+import jax
+import numpy as np
+import pytest
+
+from tengri import Fitter
+from tengri.errors import DataError, ParameterError
+
+
+@pytest.fixture(scope="module")
+def mock(phot_model, truth):
+    flux = phot_model.predict_photometry(truth)
+    noise = flux / 20.0
+    rng = np.random.default_rng(0)
+    return flux + noise * rng.standard_normal(flux.shape), noise
+
+
+def test_map_recovers_truth_on_noiseless_data(phot_model, truth):
+    flux = phot_model.predict_photometry(truth)
+    post = Fitter(phot_model, flux, flux / 50).run("map")
+    assert post.samples is None
+    assert abs(post.params["stellar_mass"] - truth["stellar_mass"]) < 0.05
+    assert abs(post.params["av"] - truth["av"]) < 0.05
+    assert post.loss_history is not None and len(post.loss_history) > 1
+
+
+def test_nuts_posterior_covers_truth(phot_model, truth, mock):
+    post = Fitter(phot_model, *mock).run("nuts", n_warmup=300, n_samples=400)
+    assert post.samples["stellar_mass"].shape == (400,)
+    lo, hi = np.percentile(post.samples["stellar_mass"], [0.5, 99.5])
+    assert lo < truth["stellar_mass"] < hi
+    assert post.diagnostics["divergences"] < 20
+
+
+def test_masked_band_does_not_affect_fit(phot_model, mock):
+    flux, noise = mock
+    mask = np.ones(12, bool)
+    mask[4] = False
+    a = Fitter(phot_model, flux, noise, data_mask=mask).run("map")
+    b = Fitter(phot_model, np.where(mask, flux, 1e-20), noise, data_mask=mask).run("map")
+    for name in a.params:
+        assert a.params[name] == pytest.approx(b.params[name], rel=1e-9, abs=1e-12)
+
+
+def test_default_key_is_reproducible(phot_model, mock):
+    a = Fitter(phot_model, *mock).run("map")
+    b = Fitter(phot_model, *mock).run("map", key=jax.random.PRNGKey(42))
+    assert a.params == b.params
+
+
+def test_unknown_method_names_valid_ones(phot_model, mock):
+    with pytest.raises(ParameterError, match="valid methods"):
+        Fitter(phot_model, *mock).run("gibbs")
+
+
+def test_unknown_option_is_value_error(phot_model, mock):
+    with pytest.raises(ValueError, match="n_walkers"):
+        Fitter(phot_model, *mock).run("nuts", n_walkers=4)
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        (lambda f, n: (f[:-1], n[:-1]), "shape"),
+        (lambda f, n: (f, np.zeros_like(n)), "noise"),
+        (lambda f, n: (np.full_like(f, np.inf), n), "NaN/inf"),
+    ],
+)
+def test_bad_data_is_rejected(phot_model, mock, change, match):
+    with pytest.raises(DataError, match=match):
+        Fitter(phot_model, *change(*mock))
+
+
+def test_spectroscopic_options_rejected_for_photometry(phot_model, mock):
+    with pytest.raises(ParameterError, match="spectroscopic"):
+        Fitter(phot_model, *mock, calibration_marginalize=True)
+
+
+def test_summary_lists_parameters_and_methods(phot_model, mock):
+    text = Fitter(phot_model, *mock).summary()
+    assert "photometry" in text and "stellar_mass" in text and "nuts" in text
