@@ -149,8 +149,9 @@ def test_nuts_matches_the_banana_reference_quantiles():
 def test_nuts_matches_the_funnel_reference_quantiles_of_v_and_x1():
     # σ_v = 1.5 rather than Neal's 3: with σ_v = 3 the centred funnel's neck
     # (v ≲ −4) is under-sampled by NUTS (Betancourt & Girolami 2013); measured
-    # here, its v quantiles were off by 5–9 percentage points. The funnel's mode
-    # is deep in the neck, so chains start at problem.init, not at the MAP.
+    # here, its v quantiles were off by 5–9 percentage points. Chains start at
+    # problem.init: a funnel's mode lies in the neck (v = −40.5 for σ_v = 3, where
+    # a MAP-started chain adapted a step size of 2.5e-7 and never left).
     problem = funnel_problem(n_dim=10, sigma_v=1.5)
     reference = funnel_reference_draws(problem, 400_000, seed=1)
     result = mcmc.run_nuts(problem, KEY, n_samples=20000, start="init")

@@ -1,9 +1,11 @@
 """Markov chain Monte Carlo with blackjax: NUTS, HMC, dynamic HMC, GHMC and ESS.
 
 All samplers work in the latent space of :mod:`tengri.inference.problem`
-(``log posterior = log L(z) − |z|²/2``) and start from the MAP found by the
-``map`` engine (run with the ``[map]`` defaults, so its compiled program is shared
-with ``Fitter.run("map")``).
+(``log posterior = log L(z) − |z|²/2``) and by default (``start = "map"``) start
+from the MAP found by the ``map`` engine, run with the ``[map]`` defaults so that
+its compiled program is shared with ``Fitter.run("map")``. ``start = "init"``
+starts at ``problem.init`` instead: needed for funnel-shaped posteriors, whose
+mode lies deep in the neck where a chain cannot adapt.
 
 Gradient-based samplers
     ``mcmc_nuts`` (Hoffman & Gelman 2014), ``hmc`` (fixed ``num_integration_steps``;
@@ -25,9 +27,10 @@ Elliptical slice sampling (``ess``; Murray, Adams & MacKay 2010)
 
 Each engine runs one chain (warm-up, burn-in and sampling scans in one jit);
 chains run one after the other through the same compiled engine, so compile time
-does not depend on ``n_chains`` (vmapping chains doubled compile time and gave no
-speed-up on two CPU cores, see ``shared/STACK.md``). Every chain starts at the
-MAP with its own key.
+does not depend on ``n_chains``. Measured for 4 NUTS chains on the 5-D Gaussian
+target (2 busy CPU cores): one after the other, 9.3 s compile and 0.05 s to run;
+vmapped, 22 s compile and 0.68 s to run (under ``vmap`` every chain waits for the
+longest trajectory). All chains start at the same point with their own keys.
 """
 
 from __future__ import annotations

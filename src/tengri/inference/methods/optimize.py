@@ -77,7 +77,9 @@ def finite_float(method: str, name: str, value: Any, low: float = 0.0,
     try:
         number = float(value)
     except (TypeError, ValueError):
-        raise ParameterError(f"{method}: option {name!r} must be a number, got {value!r}") from None
+        raise ParameterError(
+            f"{method}: option {name!r} must be a number, got {value!r}"
+        ) from None
     above = number >= low if closed_low else number > low
     if not (np.isfinite(number) and above and number <= high):
         bracket = "[" if closed_low else "("
