@@ -196,13 +196,21 @@ class DustAttenuation:
     name = "dust"
 
     def defaults(self):
-        return {"av": Uniform(0.0, 3.0), "dust_eta": Fixed(1.0)}
+        curve = attenuation.attenuation_curve(self.law)
+        return {"av": Uniform(0.0, 3.0), "dust_eta": Fixed(1.0), **curve.default_priors}
 
     def arrays(self, wavelength_aa):
-        return {"dust_k": np.asarray(attenuation.ATTENUATION_CURVES[self.law](np.asarray(wavelength_aa, float)))}
+        curve = attenuation.attenuation_curve(self.law)
+        if curve.param_names:  # shape depends on free parameters: computed per call
+            return {}
+        return {"dust_k": np.asarray(curve(np.asarray(wavelength_aa, float)))}
 
     def apply(self, state, theta, arrays):
-        k = arrays["dust_k"]
+        curve = attenuation.attenuation_curve(self.law)
+        if curve.param_names:
+            k = curve(arrays["wavelength_aa"], **{p: theta[p] for p in curve.param_names})
+        else:
+            k = arrays["dust_k"]
         ism = 10.0 ** (-0.4 * theta["av"] * k)
         birth = 10.0 ** (-0.4 * (theta["dust_eta"] - 1.0) * theta["av"] * k)
         young = state["stellar_young"]

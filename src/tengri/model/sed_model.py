@@ -26,12 +26,12 @@ from tengri.inference.problem import Problem
 from tengri.model import components as comp
 from tengri.model.observation import Photometry
 from tengri.params import Fixed, Parameters, Prior, Uniform
-from tengri.physics import bandpass, cosmology, igm
+from tengri.physics import attenuation, bandpass, cosmology, igm
 from tengri.physics import sfh as sfh_physics
 
 __all__ = ["SEDModel"]
 
-_DUST_LAWS = ("calzetti", "none")
+_DUST_LAWS = ("none", *attenuation.ATTENUATION_CURVES)
 _IGM_MODELS = ("inoue14", "none")
 _GYR = 1e9
 
@@ -51,8 +51,10 @@ class SEDModel:
         Star-formation history family: ``constant``, ``exponential``, ``delayed``,
         ``lognormal``, ``dpl`` or ``burst``.
     dust : str
-        Attenuation law: ``calzetti`` (Calzetti et al. 2000, with the birth-cloud
-        factor ``dust_eta`` for stars younger than ``t_bc_yr``) or ``none``.
+        Attenuation curve, one of ``tengri.physics.attenuation.ATTENUATION_CURVES``
+        (``calzetti`` — Calzetti et al. 2000 —, ``cardelli``, ``smc``,
+        ``kriek_conroy``, ``salim``, ``cf00``) or ``none``; stars younger than
+        ``t_bc_yr`` see ``dust_eta`` times more (see ``components.DustAttenuation``).
     nebular : bool
         Nebular continuum and lines from the Cloudy grids (parameter ``log_u``).
     dust_emission : bool
