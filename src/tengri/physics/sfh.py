@@ -463,8 +463,13 @@ def age_bin_edges_yr(
       spectra weighted by their overlap with each 0.1-dex bin.
 
     Parity with BAGPIPES therefore needs SSP spectra rebinned the same way onto its
-    0.1-dex ages plus log-midpoint edges; using the raw ages directly gives other
-    bins (see the tengri physics notes for the measured difference).
+    0.1-dex ages plus log-midpoint edges. Measured on BAGPIPES' solar-metallicity
+    stellar grid at z = 1 (mean L_λ in nine bands from 1500 Å to 2.2 µm): with its
+    rebinned grid and these edges, the exact bin masses of this module differ from
+    BAGPIPES by ≤ 0.65 per cent (≤ 0.12 per cent once BAGPIPES' 0.0025-dex SFH
+    sampling is refined to 0.0002 dex, so the rest is its sampling); with the 221 raw
+    BC03 ages and log-midpoint edges instead, by up to 1.5 per cent (exponential,
+    age 2 Gyr, τ 0.3 Gyr, 2800–4800 Å) and 6 per cent at 1500 Å for a 0.5 Gyr burst.
 
     Parameters
     ----------
