@@ -99,7 +99,7 @@ def test_cosmology_from_config_accepts_name_dict_and_instance():
         ({"h0": 70}, "exactly the keys"),
         ({"h0": 70, "om0": 0.3, "ol0": 0.7}, "exactly the keys"),
         ({"h0": -70, "om0": 0.3}, "h0 must be a positive"),
-        ({"h0": 70, "om0": 1.5}, r"om0 must be in \(0, 1\]"),
+        ({"h0": 70, "om0": 1.0}, r"om0 must be in \(0, 1\)"),
         (70.0, "must be a name"),
     ],
 )

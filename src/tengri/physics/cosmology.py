@@ -71,7 +71,7 @@ class FlatLambdaCDM(NamedTuple):
     h0 : float or jax.Array
         Hubble constant in km/s/Mpc.
     om0 : float or jax.Array
-        Matter density parameter today; Ω_Λ = 1 − Ω_m.
+        Matter density parameter today, 0 < om0 < 1; Ω_Λ = 1 − Ω_m.
     """
 
     h0: ArrayLike
@@ -103,7 +103,7 @@ def cosmology_from_config(value: Any) -> FlatLambdaCDM:
     ------
     ConfigError
         For an unknown name, missing or extra keys, or values outside
-        0 < h0 and 0 < om0 ≤ 1.
+        0 < h0 and 0 < om0 < 1 (Ω_Λ > 0: the closed-form age needs it).
     """
     if isinstance(value, FlatLambdaCDM):
         return value
@@ -127,8 +127,8 @@ def cosmology_from_config(value: Any) -> FlatLambdaCDM:
             raise ConfigError(f"cosmology h0 and om0 must be numbers, got {value!r}") from None
         if not (h0 > 0 and np.isfinite(h0)):
             raise ConfigError(f"cosmology h0 must be a positive number in km/s/Mpc, got {h0}")
-        if not 0 < om0 <= 1:
-            raise ConfigError(f"cosmology om0 must be in (0, 1], got {om0}")
+        if not 0 < om0 < 1:
+            raise ConfigError(f"cosmology om0 must be in (0, 1), got {om0}")
         return FlatLambdaCDM(h0=h0, om0=om0)
     raise ConfigError(
         f"cosmology must be a name ({', '.join(_NAMED)}), a dict {{'h0', 'om0'}} "
