@@ -1,0 +1,5 @@
+"""Analysis of fit results: convergence and emission-line diagnostics."""
+
+from tengri.analysis import diagnostics
+
+__all__ = ["diagnostics"]
