@@ -118,7 +118,8 @@ class Fitter:
         method : str
             One of ``registry.available_methods()`` (e.g. ``"map"``, ``"nuts"``).
         init_from : Posterior or dict, optional
-            Warm start: its parameter values (posterior mean) → latent space.
+            Warm start: its parameter values (posterior mean) → latent space;
+            samplers and VI then start there instead of at a fresh MAP.
         key : jax PRNGKey, optional
             Default ``jax.random.PRNGKey(42)``.
         lean : bool, optional
@@ -134,6 +135,8 @@ class Fitter:
             An option the method does not take.
         """
         name = registry.canonical_method(method)
+        if init_from is not None and "start" not in kwargs and "start" in registry.method_options(name, {}):
+            kwargs = {**kwargs, "start": "init"}  # a warm start begins where it is told
         options = registry.method_options(name, kwargs)
         runner = registry.get_runner(name)
         key = jax.random.PRNGKey(42) if key is None else key
