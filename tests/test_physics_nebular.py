@@ -99,10 +99,19 @@ def test_line_bins_are_the_bins_bandpass_integrates_over(wavelength):
     np.testing.assert_allclose(ours, log_wavelength_widths(wavelength))
 
 
-def test_unresolved_line_lands_on_the_nodes_around_it():
+def test_unresolved_line_lands_in_the_bin_holding_it():
     wave = jnp.geomspace(1000.0, 2000.0, 11)
-    row = line_matrix(wave, jnp.array([float(wave[3]) * 1.01]))[0]
-    assert set(np.flatnonzero(np.asarray(row))) == {3, 4}
+    ratio = float(wave[1] / wave[0])
+    lines = jnp.array([float(wave[3]) * ratio**0.4, float(wave[3]) * ratio**0.6])
+    rows = np.asarray(line_matrix(wave, lines))
+    assert [np.flatnonzero(row).tolist() for row in rows] == [[3], [4]]
+
+
+def test_line_on_a_bin_edge_goes_to_the_redder_bin():
+    wave = jnp.asarray(photometry_wavelength_grid(900.0, 1500.0))
+    row = np.asarray(line_matrix(wave, jnp.array([1215.67])))[0]
+    (holder,) = np.flatnonzero(row)
+    assert float(wave[holder]) > 1215.67 > float(wave[holder - 1])
 
 
 def test_lines_outside_the_grid_are_dropped():
@@ -111,10 +120,14 @@ def test_lines_outside_the_grid_are_dropped():
     np.testing.assert_array_equal(matrix, 0.0)
 
 
-def test_unresolved_line_moves_smoothly_with_its_wavelength():
+def test_gaussian_line_moves_smoothly_with_its_wavelength():
     wave = jnp.geomspace(1000.0, 2000.0, 101)
-    centroid = jax.jit(jax.grad(lambda x: jnp.sum(neb.line_lnu_matrix(wave, x[None])[0] * jnp.arange(101.0))))
-    assert np.isfinite(float(centroid(1500.3))) and float(centroid(1500.3)) > 0
+
+    def centroid(line):
+        return jnp.sum(neb.gaussian_line_lnu_matrix(wave, line[None], 300.0)[0] * jnp.arange(101.0))
+
+    slope = float(jax.jit(jax.grad(centroid))(1500.3))
+    assert np.isfinite(slope) and slope > 0
 
 
 def test_gaussian_lines_conserve_luminosity_and_centre(wavelength):

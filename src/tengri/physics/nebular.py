@@ -94,9 +94,9 @@ def nebular_tables(grid, wavelength_aa, line_sigma_kms: float | None = None) -> 
     """Prepare a :class:`tengri.data.NebularGrid` for one model wavelength grid.
 
     Done once per model (numpy work, not traced): the continuum is rebinned with
-    the grid's ``resampled`` and the lines are deposited, either split between the
-    two nodes around each line (``line_sigma_kms=None``, for photometry) or as
-    Gaussians of that velocity dispersion (for spectroscopy).
+    the grid's ``resampled`` and the lines are deposited, either each into the bin
+    holding it (``line_sigma_kms=None``, for photometry) or as Gaussians of that
+    velocity dispersion (for spectroscopy).
 
     Parameters
     ----------
@@ -207,17 +207,21 @@ def _bin_frequency_width_hz(wavelength_aa: jax.Array) -> jax.Array:
 def line_lnu_matrix(wavelength_aa: jax.Array, line_wavelength_aa: jax.Array) -> jax.Array:
     """L_ν per unit line luminosity for unresolved lines, shape (n_lines, n_wave) [1/Hz].
 
-    Each line is split between the two grid nodes around it, linearly in λ (so
-    the result moves smoothly with the line's wavelength), and divided by the
-    nodes' frequency widths ν_i Δ ln λ_i; then ``Σ_i L_ν,i ν_i Δ ln λ_i = L``.
-    Lines outside the grid give zero rows.
+    Each line goes whole into the grid bin that holds it (edges at geometric
+    midpoints; a line on an edge goes to the redder bin), divided by the bin's
+    frequency width ν_i Δ ln λ_i, so ``Σ_i L_ν,i ν_i Δ ln λ_i = L`` — bagpipes'
+    nearest-pixel rule. A line on a bin edge such as Lyα on
+    :func:`tengri.data.photometry_wavelength_grid` thus stays entirely redward of
+    the IGM's Lyα step. Lines outside the outer bin edges give zero rows. The
+    result is piecewise constant in the line wavelength: for a fitted velocity
+    shift use :func:`gaussian_line_lnu_matrix`, which is smooth.
 
     Parameters
     ----------
     wavelength_aa : array, shape (n_wave,)
         Model grid [Å], increasing.
     line_wavelength_aa : array, shape (n_lines,)
-        Line wavelengths [Å] (shift them for a velocity offset).
+        Line wavelengths [Å].
 
     Returns
     -------
@@ -225,15 +229,11 @@ def line_lnu_matrix(wavelength_aa: jax.Array, line_wavelength_aa: jax.Array) -> 
         ``line_luminosity_erg_s @ matrix`` is L_ν [erg/s/Hz].
     """
     n_wave = wavelength_aa.shape[0]
-    lower = jnp.clip(jnp.searchsorted(wavelength_aa, line_wavelength_aa, side="right") - 1, 0, n_wave - 2)
-    left, right = wavelength_aa[lower], wavelength_aa[lower + 1]
-    upper_share = (line_wavelength_aa - left) / (right - left)
-    inside = (line_wavelength_aa >= wavelength_aa[0]) & (line_wavelength_aa <= wavelength_aa[-1])
-    shares = (
-        jax.nn.one_hot(lower, n_wave) * (1.0 - upper_share)[:, None]
-        + jax.nn.one_hot(lower + 1, n_wave) * upper_share[:, None]
-    )
-    return jnp.where(inside[:, None], shares, 0.0) / _bin_frequency_width_hz(wavelength_aa)
+    log_edges = _log_bin_edges(wavelength_aa)
+    holder = jnp.searchsorted(log_edges, jnp.log(line_wavelength_aa), side="right") - 1
+    inside = (holder >= 0) & (holder < n_wave)
+    shares = jnp.where(inside[:, None], jax.nn.one_hot(jnp.clip(holder, 0, n_wave - 1), n_wave), 0.0)
+    return shares / _bin_frequency_width_hz(wavelength_aa)
 
 
 def gaussian_line_lnu_matrix(
