@@ -22,10 +22,11 @@ from dataclasses import dataclass
 import jax.numpy as jnp
 import numpy as np
 
+from tengri.errors import ParameterError
 from tengri.params import Fixed, LogUniform, Uniform
-from tengri.physics import attenuation, nebular, sfh
+from tengri.physics import attenuation, dust_emission, nebular, sfh
 
-__all__ = ["StarFormationHistory", "StellarPopulation", "NebularEmission", "DustAttenuation"]
+__all__ = ["StarFormationHistory", "StellarPopulation", "NebularEmission", "DustAttenuation", "DustEmission"]
 
 YR_PER_GYR = 1e9
 C_AA_PER_S = 2.99792458e18
@@ -234,3 +235,60 @@ class DustAttenuation:
 
     def signature(self):
         return ("dust", self.law, self.t_bc_yr)
+
+
+@dataclass(frozen=True)
+class DustEmission:
+    """Infrared emission of the dust that absorbed starlight (energy balance).
+
+    Adds ``L_abs · s_ν`` to the running total, where ``L_abs`` is
+    ``derived["luminosity_absorbed"]`` from :class:`DustAttenuation` (which must
+    come first) and ``s_ν`` a spectrum of unit luminosity on the model grid
+    (:mod:`tengri.physics.dust_emission`): ``dl07`` (Draine & Li 2007; parameters
+    ``dust_qpah``, ``dust_umin``, ``dust_gamma``, fixed by default at BAGPIPES'
+    2.0, 1.0, 0.01) or ``mbb`` (modified blackbody; ``dust_temperature_k``,
+    ``dust_beta``). The emitted light is not attenuated again, as in BAGPIPES.
+    Publishes ``sed_dust_ir`` (n_wave,) [erg/s/Hz] and ``luminosity_dust_ir`` [erg/s].
+    """
+
+    model: str = "dl07"
+
+    name = "dust_emission"
+
+    def __post_init__(self):
+        if self.model not in dust_emission.DUST_EMISSION_MODELS:
+            raise ParameterError(
+                f"unknown dust emission model {self.model!r}; valid: {', '.join(dust_emission.DUST_EMISSION_MODELS)}"
+            )
+
+    def defaults(self):
+        return dict(dust_emission.DUST_EMISSION_MODELS[self.model].default_priors)
+
+    def arrays(self, wavelength_aa):
+        if self.model != "dl07":
+            return {}
+        from tengri.data.dust_emission_grid import load_dust_emission_grid
+
+        tables = dust_emission.dl07_tables(load_dust_emission_grid("dl07"), wavelength_aa)
+        return {f"dl07_{k}": np.asarray(v) for k, v in tables._asdict().items()}
+
+    def apply(self, state, theta, arrays):
+        dnu = C_AA_PER_S / arrays["wavelength_aa"] * arrays["dlnlam"]  # the DustAttenuation weights
+        if self.model == "dl07":
+            tables = dust_emission.DL07Tables(
+                *(arrays[f"dl07_{k}"] for k in dust_emission.DL07Tables._fields)
+            )
+            shape = dust_emission.dl07_lnu_per_unit_luminosity(
+                theta["dust_qpah"], theta["dust_umin"], theta["dust_gamma"], tables, dnu
+            )
+        else:
+            shape = dust_emission.modified_blackbody_lnu_per_unit_luminosity(
+                theta["dust_temperature_k"], theta["dust_beta"], arrays["wavelength_aa"], dnu
+            )
+        sed_ir = state["derived"]["luminosity_absorbed"] * shape
+        derived = dict(state["derived"])
+        derived["luminosity_dust_ir"] = jnp.sum(sed_ir * dnu)
+        return {**state, "sed": state["sed"] + sed_ir, "sed_dust_ir": sed_ir, "derived": derived}
+
+    def signature(self):
+        return ("dust_emission", self.model)

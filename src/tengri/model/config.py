@@ -6,7 +6,7 @@ Format::
     sfh = "delayed"            # constant | exponential | delayed | lognormal | dpl | burst
     dust = "calzetti"          # calzetti | none
     nebular = true
-    dust_emission = false      # accepted; dust re-emission is not modelled yet
+    dust_emission = false      # false | true (= "dl07") | "mbb": IR re-emission, energy balance
     igm = "inoue14"            # inoue14 | none
     cosmology = { h0 = 70.0, om0 = 0.3 }   # or "planck18"
 

@@ -27,6 +27,7 @@ from tengri.model import components as comp
 from tengri.model.observation import Photometry
 from tengri.params import Fixed, Parameters, Prior, Uniform
 from tengri.physics import attenuation, bandpass, cosmology, igm
+from tengri.physics import dust_emission as dust_emission_physics
 from tengri.physics import sfh as sfh_physics
 
 __all__ = ["SEDModel"]
@@ -57,9 +58,13 @@ class SEDModel:
         ``t_bc_yr`` see ``dust_eta`` times more (see ``components.DustAttenuation``).
     nebular : bool
         Nebular continuum and lines from the Cloudy grids (parameter ``log_u``).
-    dust_emission : bool
-        Accepted for configuration compatibility; dust re-emission (energy balance)
-        arrives with the full physics chain and is not modelled yet (no effect).
+    dust_emission : bool or str
+        Infrared re-emission of the absorbed light, with energy balance (see
+        ``components.DustEmission``): ``False``/``"none"``, ``True`` or ``"dl07"``
+        (Draine & Li 2007; ``dust_qpah``, ``dust_umin``, ``dust_gamma`` fixed by
+        default at BAGPIPES' 2.0, 1.0, 0.01, which BAGPIPES always adds when dust
+        is on) or ``"mbb"`` (modified blackbody; ``dust_temperature_k``,
+        ``dust_beta``). Needs a dust law other than ``none``.
     igm : str
         ``inoue14`` (Inoue et al. 2014) or ``none``.
     cosmology : str or dict or FlatLambdaCDM
@@ -83,7 +88,7 @@ class SEDModel:
         sfh: str = "delayed",
         dust: str = "calzetti",
         nebular: bool = True,
-        dust_emission: bool = False,
+        dust_emission: bool | str = False,
         igm: str = "inoue14",
         cosmology: Any = "planck18",
         ssp=None,
@@ -99,6 +104,12 @@ class SEDModel:
             raise ParameterError(f"unknown sfh {sfh!r}; valid: {', '.join(sfh_physics.SFH_FAMILIES)}")
         if dust not in _DUST_LAWS:
             raise ParameterError(f"unknown dust law {dust!r}; valid: {', '.join(_DUST_LAWS)}")
+        dust_emission = _dust_emission_model(dust_emission)
+        if dust_emission is not None and dust == "none":
+            raise ParameterError(
+                f"dust_emission={dust_emission!r} needs dust attenuation to re-emit; "
+                f"dust='none' absorbs nothing (choose a dust law or dust_emission=False)"
+            )
         if igm not in _IGM_MODELS:
             raise ParameterError(f"unknown igm model {igm!r}; valid: {', '.join(_IGM_MODELS)}")
         if observation is not None and not isinstance(observation, Photometry):
@@ -109,7 +120,7 @@ class SEDModel:
         self.sfh = sfh
         self.dust = dust
         self.nebular = bool(nebular)
-        self.dust_emission = bool(dust_emission)
+        self.dust_emission = dust_emission  # None or a DUST_EMISSION_MODELS name
         self.igm = igm
         self.cosmo = _cosmology(cosmology)
         self.t_bc_yr = float(t_bc_yr)
@@ -136,6 +147,8 @@ class SEDModel:
             chain.append(comp.NebularEmission(t_bc_yr=self.t_bc_yr))
         if self.dust != "none":
             chain.append(comp.DustAttenuation(law=self.dust, t_bc_yr=self.t_bc_yr))
+        if self.dust_emission is not None:
+            chain.append(comp.DustEmission(model=self.dust_emission))
         return tuple(chain)
 
     def default_priors(self) -> dict[str, Prior]:
@@ -474,6 +487,20 @@ def _prior_min(prior: Prior) -> float:
         if isinstance(v, float):
             return max(v, 1e-3)
     return 1e-3
+
+
+def _dust_emission_model(value) -> str | None:
+    """``dust_emission`` argument → None or a model name (True means ``dl07``)."""
+    if value is False or value is None or value == "none":
+        return None
+    if value is True:
+        return "dl07"
+    if isinstance(value, str) and value in dust_emission_physics.DUST_EMISSION_MODELS:
+        return value
+    raise ParameterError(
+        f"unknown dust_emission {value!r}; valid: False, 'none', True, "
+        + ", ".join(repr(m) for m in dust_emission_physics.DUST_EMISSION_MODELS)
+    )
 
 
 def _cosmology(value):
