@@ -1,13 +1,21 @@
 """Parity with BAGPIPES: the same galaxy through both codes gives the same photometry.
 
 20 random galaxies (delayed-τ SFH, Calzetti dust, z ∈ [0.05, 3]) through 12 bands
-GALEX FUV → IRAC 4.5 µm, same cosmology (H0 = 70, Ωm = 0.3). bagpipes samples its
-model spectrum at R = 100 around the filters and R = 20 elsewhere; we raise both
+GALEX FUV → IRAC 4.5 µm, same cosmology (H0 = 70, Ωm = 0.3), and with nebular
+emission through 11 more, IRAC 5.8 µm → SPIRE 500 µm. bagpipes samples its model
+spectrum at R = 100 around the filters and R = 20 elsewhere; we raise both
 (R = 1000 / 200) so the comparison measures physics rather than its sampling.
 Bands blueward of 1.1 × rest-frame Lyα are excluded (IGM treatments differ there).
-bagpipes always adds Draine & Li dust emission when dust is on; tengri's
-photometric model has no dust emission yet, so IRAC bands at low redshift differ by
-up to ~30% (hot dust) — the median criterion of the acceptance is met regardless.
+bagpipes always adds Draine & Li (2007) dust emission with energy balance when dust
+is on (q_PAH = 2, U_min = 1, γ = 0.01); tengri does so with ``dust_emission=True``,
+whose DL07 parameters default to those values.
+
+Most band fluxes agree to ~0.3 %. The tail (90th percentile ~5 %) is three galaxies
+with short τ (0.07–0.1 Gyr) and old ages, offset by the same 2–7 % in every band
+from the UV to 500 µm: SSP age binning of a near-instantaneous old burst (see
+``tengri.physics.sfh.age_bin_edges_yr``), not dust. The infrared test therefore
+also compares each band relative to Ks, which cancels such offsets and isolates
+the dust emission and the absorbed luminosity that feeds it.
 """
 
 import tempfile
@@ -20,6 +28,10 @@ from conftest import DEMO_FILTERS
 
 pytestmark = [pytest.mark.bagpipes, pytest.mark.slow]
 
+IR_FILTERS = ["spitzer_irac_ch3", "spitzer_irac_ch4", "spitzer_mips_24", "spitzer_mips_70", "spitzer_mips_160",
+              "herschel_pacs_70", "herschel_pacs_100", "herschel_pacs_160", "herschel_spire_250",
+              "herschel_spire_350", "herschel_spire_500"]
+
 
 @pytest.fixture(scope="module")
 def bagpipes_module():
@@ -30,7 +42,8 @@ def bagpipes_module():
     return bagpipes
 
 
-def _relative_differences(bagpipes, nebular: bool, n_draws: int = 20) -> np.ndarray:
+def _relative_differences(bagpipes, nebular: bool, filter_names, n_draws: int = 20) -> np.ndarray:
+    """ours / bagpipes − 1, shape (n_draws, n_band); NaN blueward of 1.1 × Lyα."""
     import sys
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
@@ -44,9 +57,9 @@ def _relative_differences(bagpipes, nebular: bool, n_draws: int = 20) -> np.ndar
                   tau_gyr=Uniform(0.01, 10), metallicity=Uniform(0.005, 2.5), av=Uniform(0, 3))
     if nebular:
         priors["log_u"] = Fixed(-2.5)
-    model = SEDModel(Parameters(priors), Photometry(DEMO_FILTERS), sfh="delayed", dust="calzetti",
-                     nebular=nebular, cosmology={"h0": 70.0, "om0": 0.3})
-    filters = load_filters(DEMO_FILTERS)
+    model = SEDModel(Parameters(priors), Photometry(filter_names), sfh="delayed", dust="calzetti",
+                     nebular=nebular, dust_emission=True, cosmology={"h0": 70.0, "om0": 0.3})
+    filters = load_filters(filter_names)
     eff = np.array([f.effective_wavelength_aa for f in filters])
     rng = np.random.default_rng(1)
     diffs = []
@@ -61,18 +74,48 @@ def _relative_differences(bagpipes, nebular: bool, n_draws: int = 20) -> np.ndar
             ours = model.predict_photometry(theta) / 1e-29
             theirs = np.asarray(bagpipes.model_galaxy(bagpipes_components(theta, nebular=nebular),
                                                       filt_list=files, phot_units="mujy").photometry)
-            keep = eff > 1.1 * 1215.67 * (1 + z)
-            diffs.append((ours / theirs - 1)[keep])
-    return np.concatenate(diffs)
+            diffs.append(np.where(eff > 1.1 * 1215.67 * (1 + z), ours / theirs - 1, np.nan))
+    return np.array(diffs)
+
+
+@pytest.fixture(scope="module")
+def differences_with_nebular(bagpipes_module):
+    """One run serves the UV → 4.5 µm and the UV → 500 µm tests."""
+    return _relative_differences(bagpipes_module, nebular=True, filter_names=DEMO_FILTERS + IR_FILTERS)
+
+
+def _summary(label, d):
+    a = np.abs(d[np.isfinite(d)])
+    print(f"{label}: median |Δ| = {np.median(a):.2%}, 90th percentile {np.percentile(a, 90):.2%}, "
+          f"max {a.max():.2%} over {a.size} band fluxes")
+    return np.median(a), np.percentile(a, 90)
+
+
+def _assert_uv_to_4_5_micron_parity(label, d):
+    median, p90 = _summary(label, d)
+    assert median < 0.01
+    assert p90 < 0.055  # without dust emission: 6.2 % (nebular off), 5.9 % (on)
+    # every band, IRAC included (without dust emission IRAC's median is 2-3 %)
+    assert np.all(np.nanmedian(np.abs(d), axis=0) < 0.01)
 
 
 def test_photometry_matches_bagpipes_without_nebular(bagpipes_module):
-    d = _relative_differences(bagpipes_module, nebular=False)
-    print(f"nebular off: median |Δ| = {np.median(np.abs(d)):.2%} over {d.size} band fluxes")
-    assert np.median(np.abs(d)) < 0.02
+    d = _relative_differences(bagpipes_module, nebular=False, filter_names=DEMO_FILTERS)
+    _assert_uv_to_4_5_micron_parity("nebular off, UV → 4.5 µm", d)
 
 
-def test_photometry_matches_bagpipes_with_nebular(bagpipes_module):
-    d = _relative_differences(bagpipes_module, nebular=True)
-    print(f"nebular on: median |Δ| = {np.median(np.abs(d)):.2%} over {d.size} band fluxes")
-    assert np.median(np.abs(d)) < 0.05
+def test_photometry_matches_bagpipes_with_nebular(differences_with_nebular):
+    _assert_uv_to_4_5_micron_parity("nebular on, UV → 4.5 µm", differences_with_nebular[:, : len(DEMO_FILTERS)])
+
+
+def test_dust_emission_bands_match_bagpipes_up_to_500_micron(differences_with_nebular):
+    d = differences_with_nebular
+    _summary("nebular on, UV → 500 µm", d)
+    per_band_median = np.nanmedian(np.abs(d), axis=0)
+    print("per-band median |Δ|: " + ", ".join(
+        f"{n} {m:.2%}" for n, m in zip(DEMO_FILTERS + IR_FILTERS, per_band_median)))
+    assert np.all(per_band_median < 0.03)
+    ks = DEMO_FILTERS.index("twomass_Ks")
+    relative_to_ks = (1 + d[:, ks + 1 :]) / (1 + d[:, [ks]]) - 1  # cancels galaxy-wide offsets
+    print(f"IRAC 3.6 µm → SPIRE 500 µm relative to Ks: max |Δ| = {np.nanmax(np.abs(relative_to_ks)):.2%}")
+    assert np.nanmax(np.abs(relative_to_ks)) < 0.03
