@@ -109,7 +109,7 @@ def test_sampler_returns_chains_point_and_diagnostics(gaussian_run):
         assert result.diagnostics["n_slice_evaluations_mean"] >= 1
     else:
         assert 0.5 < result.diagnostics["acceptance_rate"] <= 1
-        assert result.diagnostics["n_divergences"] == 0
+        assert result.diagnostics["divergences"] == 0
         assert result.diagnostics["step_size"] > 0
         assert result.diagnostics["n_integration_steps_mean"] >= 1
 

@@ -125,6 +125,17 @@ def test_map_iteration_limit_is_traced_so_changing_it_does_not_recompile(gaussia
     assert not short.diagnostics["converged"]
 
 
+def test_map_number_of_starts_is_traced_so_changing_it_does_not_recompile(gaussian):
+    problem, mean, _ = gaussian
+    run_map(problem, KEY, n_starts=8)
+    with count_xla_compilations() as compiles:
+        single = run_map(problem, KEY, n_starts=1)
+    assert len(compiles) == 0
+    assert single.diagnostics["best_start"] == 0
+    assert single.diagnostics["n_iterations_total"] == single.diagnostics["n_iterations"]
+    np.testing.assert_allclose(np.asarray(single.point), mean, atol=1e-6)
+
+
 def test_map_second_galaxy_reuses_the_compiled_engine():
     traces = []
 

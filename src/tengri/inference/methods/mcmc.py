@@ -2,8 +2,8 @@
 
 All samplers work in the latent space of :mod:`tengri.inference.problem`
 (``log posterior = log L(z) − |z|²/2``) and by default (``start = "map"``) start
-from the MAP found by the ``map`` engine, run with the ``[map]`` defaults so that
-its compiled program is shared with ``Fitter.run("map")``. ``start = "init"``
+from the MAP found by the ``map`` engine (with 4 starts; its compiled program is
+shared with ``Fitter.run("map")``). ``start = "init"``
 starts at ``problem.init`` instead: needed for funnel-shaped posteriors, whose
 mode lies deep in the neck where a chain cannot adapt.
 
@@ -232,13 +232,16 @@ def build_ess_engine(log_likelihood: Callable, n_dim: int, n_burnin: int,
 
 # ------------------------------------------------------------------ runners
 START_POINTS = ("map", "init")
+# A chain only needs a start in the bulk of the posterior: fewer starts than
+# Fitter.run("map"), same compiled engine (the number of starts is traced).
+MAP_STARTS = 4
 
 
 def _start_point(method: str, start: Any, problem: Problem, key: jax.Array) -> jax.Array:
     """Where every chain starts: the MAP (``"map"``) or ``problem.init`` (``"init"``).
 
-    The MAP uses the ``[map]`` defaults, so it shares its compiled engine with
-    ``Fitter.run("map")``. ``"init"`` is for posteriors whose mode is a poor place
+    The MAP uses ``MAP_STARTS`` starts and the ``[map]`` iteration limit and
+    tolerance; it shares its compiled engine with ``Fitter.run("map")``. ``"init"`` is for posteriors whose mode is a poor place
     to start, e.g. funnels, whose density peaks in the neck.
     """
     if start not in START_POINTS:
@@ -247,8 +250,7 @@ def _start_point(method: str, start: Any, problem: Problem, key: jax.Array) -> j
     if start == "init":
         return initial_point(problem)
     defaults = registry.method_options("map", {})
-    found = run_map_engine(problem, key, defaults["n_starts"], defaults["n_steps"],
-                           defaults["tol"])
+    found = run_map_engine(problem, key, MAP_STARTS, defaults["n_steps"], defaults["tol"])
     return found["point"]
 
 
@@ -307,7 +309,7 @@ def _run_hmc_family(kind: str, problem: Problem, key: jax.Array,
     samples, point = _samples_and_mean(chains)
     diagnostics = {
         "acceptance_rate": float(np.mean(chains["acceptance_rate"])),
-        "n_divergences": int(np.sum(chains["n_divergences"])),
+        "divergences": int(np.sum(chains["n_divergences"])),
         "step_size": float(np.mean(chains["step_size"])),
         "step_size_per_chain": chains["step_size"],
         "n_integration_steps_mean": float(np.mean(chains["n_integration_steps_mean"])),
@@ -337,7 +339,7 @@ def run_nuts(problem: Problem, key: jax.Array, **options: Any) -> RawResult:
     -------
     RawResult
         ``samples`` (n_chains, n_samples, d), ``point`` = their mean, diagnostics
-        ``acceptance_rate``, ``n_divergences``, ``step_size`` (mean over chains),
+        ``acceptance_rate``, ``divergences`` (total count), ``step_size`` (mean over chains),
         ``step_size_per_chain``, ``n_integration_steps_mean`` (leapfrog steps per
         draw), ``inverse_mass_matrix`` (per chain), and the run's sizes.
     """
