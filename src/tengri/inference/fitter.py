@@ -4,25 +4,82 @@ The Fitter builds one :class:`~tengri.inference.problem.Problem` (log-likelihood
 in latent space, shared by every galaxy of the model configuration), dispatches
 ``run(method)`` to the method registry, and turns the runner's latent draws into a
 :class:`~tengri.posterior.Posterior` in physical units.
+
+Compilation (see :mod:`tengri.inference.cache`): engines are compiled on first
+use and shared by every Fitter with the same :meth:`Fitter.compile_signature`;
+:meth:`Fitter.compile` compiles ahead of time, ``compile_modes`` does it in a
+background thread, and ``run(..., lean=...)`` decides which engines to keep.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
+import threading
 import time
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from tengri.errors import ParameterError
-from tengri.inference import registry
+from tengri.inference import cache, registry
+from tengri.inference.methods._engine_cache import recording_engine_use
 from tengri.inference.problem import Problem, RawResult
 
-__all__ = ["Fitter"]
+__all__ = ["Fitter", "VI_SAMPLE_MODES", "DEFAULT_COMPILE_MODES", "AUTO_COMPILE_MODES",
+           "MCMC_METHODS", "MEMORY_MODES", "FAST_CHUNK", "LOW_MEMORY_CHUNK",
+           "NO_BACKGROUND_COMPILE_ENV"]
 
 _DATA_TYPES = ("photometry", "spectroscopy", "joint")
+
+# NIFTy / native geoVI sample modes (tengri.inference.methods.vi_native.SAMPLE_MODES,
+# repeated here so that importing the Fitter does not import the methods).
+VI_SAMPLE_MODES = ("linear_resample", "linear_sample", "nonlinear_resample",
+                   "nonlinear_sample", "nonlinear_update")
+# compile()'s default: MGVI and the cheapest geoVI variant of method "vi"
+DEFAULT_COMPILE_MODES = ("linear_resample", "nonlinear_update")
+# compile_modes="auto": the MAP (start of every sampler and VI) and the default modes
+AUTO_COMPILE_MODES = ("map",) + DEFAULT_COMPILE_MODES
+MCMC_METHODS = ("mcmc_nuts", "hmc", "dynamic_hmc", "ghmc", "ess", "mcmc_raytrace")
+_VI_METHODS = ("vi", "mgvi", "vi_native")
+MEMORY_MODES = ("fast", "low")
+# Latent draws are mapped to physical values this many at a time (the last batch
+# padded), so that one compiled program serves every sample and chain count.
+FAST_CHUNK = 4096
+LOW_MEMORY_CHUNK = 256
+NO_BACKGROUND_COMPILE_ENV = "TENGRI_NO_BACKGROUND_COMPILE"
+
+
+def _background_compile_disabled() -> bool:
+    value = os.environ.get(NO_BACKGROUND_COMPILE_ENV, "").strip().lower()
+    return value not in ("", "0", "false", "no")
+
+
+def _as_names(value, what: str) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return (value,)
+    try:
+        names = tuple(value)
+    except TypeError:
+        raise ParameterError(f"{what} must be a string or a sequence of strings, "
+                             f"got {value!r}") from None
+    if not all(isinstance(n, str) for n in names):
+        raise ParameterError(f"{what} must hold strings, got {value!r}")
+    return names
+
+
+def _compile_item(name: str) -> tuple[str, str | None]:
+    """``(canonical method, VI sample mode or None)`` of a compile mode name."""
+    if name in VI_SAMPLE_MODES:
+        return "vi", name
+    try:
+        return registry.canonical_method(name), None
+    except ParameterError:
+        raise ParameterError(
+            f"compile mode {name!r} unknown; valid: the VI sample modes "
+            f"{', '.join(VI_SAMPLE_MODES)}, or a method: {', '.join(registry.available_methods())}"
+        ) from None
 
 
 class Fitter:
@@ -47,14 +104,34 @@ class Fitter:
     calibration_marginalize, cal_n_poly, cal_prior_sigma, eline_marginalize, eline_prior_type
         Spectroscopic options (see the seed API); they apply only to
         spectroscopic data and are rejected for photometry.
-    compile_modes : None
-        Background compilation is not available yet; only None is accepted.
+    compile_modes : None, str, sequence of str, or "auto"
+        Compile these in a background daemon thread, so that compilation
+        overlaps whatever the caller does before ``run``: VI sample modes (of
+        method ``"vi"``) and/or method names, as for ``compile(modes=...)``
+        (e.g. ``("mcmc_nuts",)``); a string is one mode; ``"auto"`` is
+        ``AUTO_COMPILE_MODES`` (the MAP and ``compile()``'s default VI modes).
+        None (default): nothing in the background; the first ``run`` compiles.
+        The environment variable ``TENGRI_NO_BACKGROUND_COMPILE=1`` disables the
+        thread (the modes are still validated). ``run`` and ``compile`` first
+        wait for the thread; if it failed, that call raises RuntimeError (once;
+        later runs compile lazily).
+    memory_mode : {"fast", "low"}
+        How posterior draws are mapped to physical values: ``FAST_CHUNK``
+        (4096) at a time, or ``LOW_MEMORY_CHUNK`` (256) at a time ("low", for
+        large models). Results are identical; the compile signature does not
+        depend on it.
 
     Examples
     --------
     >>> fitter = Fitter(model, flux, flux_err)          # doctest: +SKIP
     >>> post = fitter.run("nuts")                       # doctest: +SKIP
     >>> print(post.summary_table())                     # doctest: +SKIP
+
+    Compile while reading the next galaxy::
+
+    >>> fitter = Fitter(model, flux, flux_err, compile_modes=("mcmc_nuts",))  # doctest: +SKIP
+    >>> ...                                             # other work meanwhile
+    >>> post = fitter.run("nuts")                       # doctest: +SKIP
     """
 
     def __init__(
@@ -71,6 +148,7 @@ class Fitter:
         eline_prior_type: str | None = None,
         compile_modes=None,
         fixed: Mapping[str, float] | None = None,
+        memory_mode: str = "fast",
     ):
         inferred = getattr(model.observation, "kind", None)
         if data_type is None:
@@ -87,19 +165,34 @@ class Fitter:
                 "calibration_marginalize / eline_marginalize apply to spectroscopic data only "
                 f"(data_type is {data_type!r})"
             )
-        if compile_modes is not None:
-            raise ParameterError("compile_modes: background compilation is not available yet; use None")
+        if memory_mode not in MEMORY_MODES:
+            raise ParameterError(
+                f"memory_mode {memory_mode!r} unknown; valid: {', '.join(MEMORY_MODES)}")
+        modes = self._background_modes(compile_modes)
         self.model = model
         self.data_type = data_type
+        self.memory_mode = memory_mode
+        self.calibration_marginalize = bool(calibration_marginalize)
         self.cal_n_poly = int(cal_n_poly)
         self.cal_prior_sigma = float(cal_prior_sigma)
+        self.eline_marginalize = eline_marginalize
         self.eline_prior_type = eline_prior_type
-        self.problem: Problem = model.build_problem(data, noise, data_mask, fixed=fixed)
-        args = self.problem.data_args
+        problem = model.build_problem(data, noise, data_mask, fixed=fixed)
         self.data = np.asarray(data, dtype=np.float64)
         self.noise = np.asarray(noise, dtype=np.float64)
-        self.mask = np.asarray(args["mask"])
+        self.mask = np.asarray(problem.data_args["mask"])
         self.fixed = dict(fixed or {})
+        self._signature = (
+            "tengri.Fitter", model.compile_signature(), data_type, int(self.data.shape[0]),
+            self.calibration_marginalize, self.cal_n_poly, self.cal_prior_sigma,
+            eline_marginalize, eline_prior_type,
+        )
+        self.problem: Problem = cache.share_problem_functions(self._signature, problem)
+        self.compile_modes = modes
+        self._background: threading.Thread | None = None
+        self._background_error: BaseException | None = None
+        if modes is not None and not _background_compile_disabled():
+            self._start_background_compile(modes)
 
     # --- public API ---------------------------------------------------------------------
     @property
@@ -107,10 +200,18 @@ class Fitter:
         return self.problem.n_data
 
     def compile_signature(self) -> tuple:
-        """Hashable: equal for Fitters that can share compiled engines."""
-        return (self.model.compile_signature(), self.data_type, self.problem.n_data == len(self.data))
+        """Hashable: equal for Fitters that can share compiled engines.
 
-    def run(self, method: str = "map", init_from=None, key=None, lean=None, **kwargs):
+        Made of the model's ``compile_signature()``, the data type, the number of
+        data points (masked ones included: the mask is traced) and the
+        spectroscopic likelihood settings. Data, noise, mask and per-galaxy fixed
+        values are traced, and ``memory_mode`` only changes how draws are mapped
+        to physical values, so none of them is part of it. Computed once.
+        """
+        return self._signature
+
+    def run(self, method: str = "map", init_from=None, key=None, lean: bool | None = None,
+            **kwargs):
         """Run an inference method and return a Posterior.
 
         Parameters
@@ -123,7 +224,11 @@ class Fitter:
         key : jax PRNGKey, optional
             Default ``jax.random.PRNGKey(42)``.
         lean : bool, optional
-            Accepted for API compatibility; compiled engines are always kept.
+            After the run, drop the compiled engines of earlier runs with another
+            (compile signature, method), except those this run used too (e.g.
+            the MAP engine that starts a sampler); see
+            :mod:`tengri.inference.cache`. None: from the innermost
+            ``tengri.lean()`` / ``tengri.persistent()`` block, True outside both.
         **kwargs
             Method options (see ``tengri/inference/defaults.toml``).
 
@@ -133,21 +238,106 @@ class Fitter:
             Unknown method.
         ValueError
             An option the method does not take.
+        RuntimeError
+            The background compilation (``compile_modes``) failed.
         """
+        self.wait_for_compile()
         name = registry.canonical_method(method)
         if init_from is not None and "start" not in kwargs and "start" in registry.method_options(name, {}):
             kwargs = {**kwargs, "start": "init"}  # a warm start begins where it is told
         options = registry.method_options(name, kwargs)
-        runner = registry.get_runner(name)
         key = jax.random.PRNGKey(42) if key is None else key
         problem = self.problem
         if init_from is not None:
             problem = dataclasses.replace(problem, init=self._latent_from(init_from))
+        lean_run = cache.lean_default() if lean is None else bool(lean)
         start = time.perf_counter()
-        raw: RawResult = runner(problem, key, **options)
-        jax.block_until_ready(raw.point)
+        with recording_engine_use() as used:
+            raw = self._run_raw(name, problem, key, options)
         wall = time.perf_counter() - start
-        return self._posterior(raw, wall)
+        posterior = self._posterior(raw, wall)
+        cache.finish_run(used, (self._signature, name), lean_run)
+        return posterior
+
+    def compile(
+        self,
+        n_iterations: int = 2,
+        n_samples: int | None = None,
+        n_posterior_samples: int | None = None,
+        modes: str | Sequence[str] = DEFAULT_COMPILE_MODES,
+        mcmc_methods: str | Sequence[str] = (),
+        n_warmup: int | None = None,
+        n_burnin: int | None = None,
+        n_mcmc_samples: int | None = None,
+        nss: bool = False,
+        options: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> dict[str, float]:
+        """Compile engines ahead of time by running them once on this galaxy.
+
+        Each requested engine runs once, on this Fitter's data, with the static
+        options a later ``run`` uses, so jax's in-memory cache — and the
+        persistent disk cache when enabled (:func:`tengri.enable_persistent_cache`)
+        — holds its programs: a later ``run`` of this or any Fitter with the same
+        :meth:`compile_signature` compiles nothing. The MAP engine (the start of
+        every sampler and VI run) is always compiled. Results are discarded.
+
+        Static options (a different value compiles anew) are the sample counts:
+        ``n_samples`` and ``n_posterior_samples`` (VI), ``n_warmup``, ``n_burnin``
+        and ``n_mcmc_samples`` (MCMC), the NSS sizes (``n_live``,
+        ``num_delete``, ``num_inner_steps``), the MAP's ``n_starts``, and flags
+        such as ``use_dense``, ``sample_mode``, ``mirror_samples`` or the Ray
+        Tracing ``integrator``. Traced (changing them compiles nothing): data,
+        noise, mask, keys, start points, iteration counts (VI ``n_kl_iter`` up to
+        64, MAP ``n_steps`` up to 2047, NSS ``max_steps``), tolerances, step sizes,
+        ``target_accept``, Ray Tracing's ``n_steps_per_sample`` and HMC's
+        ``num_integration_steps``, and the numbers of chains and seeds (they run
+        one after another through one engine). The compilation runs use cheap
+        values of these (e.g. one chain, few iterations, ``start="init"``).
+
+        Parameters
+        ----------
+        n_iterations : int
+            VI iterations (and MAP steps) of the compilation run; traced.
+        n_samples : int, optional
+            VI samples per iteration (default: the method's, from defaults.toml).
+        n_posterior_samples : int, optional
+            VI posterior draws returned (default: the method's).
+        modes : str or sequence of str
+            VI sample modes of method ``"vi"`` (NIFTy geoVI; ``"linear_resample"``
+            is also what ``"mgvi"`` runs) and/or method names (``"map"``,
+            ``"vi_native"``, ``"mcmc_raytrace"``, ``"nss"``, ``"mcmc_nuts"``, ...).
+            Default ``DEFAULT_COMPILE_MODES``.
+        mcmc_methods : str or sequence of str
+            MCMC methods (``"nuts"``, ``"hmc"``, ``"dynamic_hmc"``, ``"ghmc"``,
+            ``"ess"``, ``"raytrace"``, or their canonical names).
+        n_warmup, n_burnin, n_mcmc_samples : int, optional
+            MCMC sizes (default: each method's); use the values of the later run.
+        nss : bool
+            Also compile nested slice sampling (at its default sizes, or those in
+            ``options["nss"]``).
+        options : mapping, optional
+            Further static options per method, e.g. ``{"nuts": {"use_dense": True}}``.
+
+        Returns
+        -------
+        dict
+            Wall time [s] of each compilation run, e.g. ``{"map": 4.1,
+            "vi[linear_resample]": 2.0, "mcmc_nuts": 21.7}``.
+
+        Raises
+        ------
+        ParameterError
+            Unknown mode or method, or a method in ``mcmc_methods`` that is not MCMC.
+        ValueError
+            An option in ``options`` that the method does not take.
+        RuntimeError
+            The background compilation (``compile_modes``) failed.
+        """
+        self.wait_for_compile()
+        plan = self._compile_plan(n_iterations, n_samples, n_posterior_samples, modes,
+                                  mcmc_methods, n_warmup, n_burnin, n_mcmc_samples, nss,
+                                  options or {})
+        return self._compile(plan)
 
     def summary(self) -> str:
         """Data type, data size and S/N, free parameters with priors, methods."""
@@ -169,7 +359,101 @@ class Fitter:
         lines.append(f"  Methods: {', '.join(registry.available_methods())}")
         return "\n".join(lines)
 
+    # --- compilation --------------------------------------------------------------------
+    @staticmethod
+    def _background_modes(compile_modes) -> tuple[str, ...] | None:
+        """Validated ``compile_modes`` (None, or a tuple of compile mode names)."""
+        if compile_modes is None:
+            return None
+        modes = AUTO_COMPILE_MODES if compile_modes == "auto" else _as_names(compile_modes,
+                                                                            "compile_modes")
+        for name in modes:
+            _compile_item(name)
+        return modes
+
+    def _compile_plan(self, n_iterations, n_samples, n_posterior_samples, modes, mcmc_methods,
+                      n_warmup, n_burnin, n_mcmc_samples, nss,
+                      options: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, str, dict]]:
+        """``[(label, canonical method, run options)]``, the MAP first."""
+        n_iterations = int(n_iterations)
+        if n_iterations < 1:
+            raise ParameterError(f"n_iterations must be ≥ 1, got {n_iterations}")
+        items = [_compile_item(name) for name in _as_names(modes, "modes")]
+        for name in _as_names(mcmc_methods, "mcmc_methods"):
+            method = registry.canonical_method(name)
+            if method not in MCMC_METHODS:
+                raise ParameterError(f"mcmc_methods: {name!r} is not an MCMC method; valid: "
+                                     f"{', '.join(MCMC_METHODS)} (and aliases nuts, raytrace)")
+            items.append((method, None))
+        if nss:
+            items.append(("nss", None))
+        overrides = {registry.canonical_method(m): dict(o) for m, o in options.items()}
+        items = [("map", None)] + [item for item in dict.fromkeys(items) if item != ("map", None)]
+        sizes = {"n_samples": n_samples, "n_posterior_samples": n_posterior_samples,
+                 "n_warmup": n_warmup, "n_burnin": n_burnin, "n_mcmc_samples": n_mcmc_samples}
+        plan = []
+        for method, mode in items:
+            run_options = _compile_run_options(method, mode, n_iterations, sizes)
+            run_options.update(overrides.get(method, {}))
+            registry.method_options(method, run_options)  # unknown option → ValueError now
+            label = method if mode is None else f"{method}[{mode}]"
+            plan.append((label, method, run_options))
+        return plan
+
+    def _compile(self, plan: list[tuple[str, str, dict]]) -> dict[str, float]:
+        times = {}
+        for label, method, run_options in plan:
+            start = time.perf_counter()
+            options = registry.method_options(method, run_options)
+            raw = self._run_raw(method, self.problem, jax.random.PRNGKey(0), options)
+            self._posterior(raw, 0.0)  # the programs mapping draws to physical values
+            times[label] = time.perf_counter() - start
+        return times
+
+    def _start_background_compile(self, modes: tuple[str, ...]) -> None:
+        plan = self._compile_plan(2, None, None, modes, (), None, None, None, False, {})
+
+        def work() -> None:
+            try:
+                self._compile(plan)
+            except BaseException as err:  # reported by the next run()/compile()
+                self._background_error = err
+
+        thread = threading.Thread(target=work, name="tengri-background-compile", daemon=True)
+        cache.track_background_compile(thread)
+        self._background = thread
+        thread.start()
+
+    def wait_for_compile(self) -> None:
+        """Block until the background compilation (``compile_modes``) has finished.
+
+        Returns at once when there is none. ``run`` and ``compile`` call it.
+
+        Raises
+        ------
+        RuntimeError
+            The background compilation failed (raised once; the original
+            exception is its ``__cause__``).
+        """
+        thread = self._background
+        if thread is None:
+            return
+        thread.join()
+        self._background = None
+        error, self._background_error = self._background_error, None
+        if error is not None:
+            raise RuntimeError(
+                f"background compilation of {self.compile_modes} failed "
+                f"({type(error).__name__}: {error}); later runs compile when called"
+            ) from error
+
     # --- internals ----------------------------------------------------------------------
+    @staticmethod
+    def _run_raw(name: str, problem: Problem, key, options: dict) -> RawResult:
+        raw: RawResult = registry.get_runner(name)(problem, key, **options)
+        jax.block_until_ready(raw.point)
+        return raw
+
     def _latent_from(self, init_from) -> jax.Array:
         values = getattr(init_from, "params", init_from)
         if not isinstance(values, Mapping):
@@ -181,18 +465,33 @@ class Fitter:
         return z
 
     def _physical(self, z_batch: jax.Array) -> dict[str, np.ndarray]:
+        """Physical values of latent draws ``(n, d)``, in fixed-size padded batches.
+
+        ``FAST_CHUNK`` rows a batch ("fast") or ``LOW_MEMORY_CHUNK`` ("low"): one
+        compiled program per mode, whatever the number of draws.
+        """
         fn = _batched_to_physical(self.problem.to_physical)
-        out = fn(z_batch, self.problem.data_args)
-        return {k: np.asarray(v) for k, v in out.items()}
+        z = np.asarray(z_batch, dtype=np.float64)
+        n = z.shape[0]
+        size = LOW_MEMORY_CHUNK if self.memory_mode == "low" else FAST_CHUNK
+        pieces = []
+        for first in range(0, n, size):
+            block = z[first:first + size]
+            n_real = block.shape[0]
+            if n_real < size:  # pad with copies of a real draw (valid input, discarded)
+                block = np.concatenate([block, np.repeat(block[-1:], size - n_real, axis=0)])
+            out = fn(jax.device_put(block), self.problem.data_args)
+            pieces.append({k: np.asarray(v)[:n_real] for k, v in out.items()})
+        return {k: np.concatenate([p[k] for p in pieces]) for k in pieces[0]}
 
     def _posterior(self, raw: RawResult, wall: float):
         from tengri.posterior import Posterior
 
-        point = {k: float(v[0]) for k, v in self._physical(raw.point[None, :]).items()}
+        point = {k: float(v[0]) for k, v in self._physical(np.asarray(raw.point)[None, :]).items()}
         samples = None
         n_chains = 1
         if raw.samples is not None:
-            s = jnp.asarray(raw.samples)
+            s = np.asarray(raw.samples)
             if s.ndim == 2:
                 s = s[None]
             n_chains = int(s.shape[0])
@@ -217,6 +516,42 @@ class Fitter:
         )
 
 
+def _compile_run_options(method: str, mode: str | None, n_iterations: int,
+                         sizes: Mapping[str, int | None]) -> dict[str, Any]:
+    """Options of the compilation run of ``method``: the static ones as a later run
+    would pass them, the traced ones as cheap as possible."""
+    accepted = registry.method_options(method, {})
+    options: dict[str, Any] = {}
+    if "start" in accepted:
+        options["start"] = "init"  # the MAP engine is compiled by its own run
+    if mode is not None:
+        options["sample_mode"] = mode
+    if method in ("map", "laplace"):
+        options["n_steps"] = n_iterations
+    if method in _VI_METHODS:
+        options["n_kl_iter"] = n_iterations
+        for name in ("n_samples", "n_posterior_samples"):
+            if sizes[name] is not None:
+                options[name] = int(sizes[name])
+    if method in MCMC_METHODS:
+        for name, size in (("n_warmup", sizes["n_warmup"]), ("n_burnin", sizes["n_burnin"]),
+                           ("n_samples", sizes["n_mcmc_samples"])):
+            if size is not None and name in accepted:
+                options[name] = int(size)
+    if "n_chains" in accepted:
+        options["n_chains"] = 1
+    if "n_seeds" in accepted:
+        options["n_seeds"] = 1
+    if "n_steps_per_sample" in accepted:
+        options["n_steps_per_sample"] = 1
+    if "num_integration_steps" in accepted:
+        options["num_integration_steps"] = 1
+    if method == "nss":
+        # one chunk of iterations, and no "did not converge" warning about it
+        options.update(max_steps=1, dlogz=1e300)
+    return options
+
+
 _BATCHED: dict[Any, Any] = {}
 
 
@@ -225,3 +560,6 @@ def _batched_to_physical(to_physical):
     if to_physical not in _BATCHED:
         _BATCHED[to_physical] = jax.jit(jax.vmap(to_physical, in_axes=(0, None)))
     return _BATCHED[to_physical]
+
+
+cache.register_gc_hook(_BATCHED.clear)

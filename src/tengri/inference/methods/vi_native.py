@@ -342,9 +342,15 @@ def _n_offsets(n_samples: int, mirror: bool) -> int:
     return 2 * n_samples if mirror else n_samples
 
 
+# Shortest static iteration loop. Iterations past n_kl_iter are skipped by a
+# lax.cond and cost nothing measurable, so a long loop lets every usual n_kl_iter
+# share one compiled engine.
+MIN_ITERATION_BUCKET = 64
+
+
 def _iteration_bucket(n_kl_iter: int) -> int:
-    """Static loop length for a dynamic iteration count (power of two ≥ 8)."""
-    return max(8, 1 << (max(int(n_kl_iter), 1) - 1).bit_length())
+    """Static loop length for a dynamic iteration count (power of two ≥ 64)."""
+    return max(MIN_ITERATION_BUCKET, 1 << (max(int(n_kl_iter), 1) - 1).bit_length())
 
 
 @memoised_engine
@@ -492,7 +498,7 @@ def run_vi_native(problem: Problem, key: jax.Array, **options) -> RawResult:
         Independent VI samples per iteration (doubled by ``mirror_samples``).
     n_kl_iter : int
         Maximum VI iterations (traced: no recompilation within a power-of-two
-        bucket of at least 8).
+        bucket of at least 64).
     tol_kl : float
         Stop when the KL energy changes by less than this between iterations.
     sample_mode : str
