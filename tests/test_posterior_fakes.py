@@ -74,9 +74,9 @@ class FakeModel:
             out["fnu_obs"] = 1e-3 * lnu
         return out
 
-    def predict_sfh(self, values):
+    def predict_sfh(self, values, lookback_gyr=None):
         c0, c1 = self._coefficients(values)
-        lookback_gyr = np.linspace(0.0, 10.0, 60)
+        lookback_gyr = np.linspace(0.0, 10.0, 60) if lookback_gyr is None else np.asarray(lookback_gyr)
         return lookback_gyr, np.abs(c0)[..., None] * np.exp(-lookback_gyr / (1.0 + np.abs(c1)[..., None]))
 
     def sed_components(self, values):

@@ -40,7 +40,7 @@ def test_corner_renders_free_and_derived_columns_with_units(post, tmp_path):
     fig = post.plot_corner()
     render(fig, tmp_path / "corner.png")
     labels = [ax.get_xlabel() for ax in fig.axes if ax.get_xlabel()]
-    assert "age_gyr [Gyr]" in labels
+    assert "age [Gyr]" in labels
     assert any("M$_\\odot$" in lab and "M_\\star" in lab for lab in labels)
     assert not any("redshift" in lab or "psd_xi" in lab for lab in labels)
     assert len(fig.axes) == 6**2  # c0, c1, age_gyr + three log10 derived quantities
@@ -77,15 +77,46 @@ def test_corner_of_point_estimate_is_an_error():
         Posterior(None, {"c0": 1.0}, "map", 0.1).plot_corner()
 
 
-def test_sed_in_observed_frame_shows_band_and_photometry(post, tmp_path):
+def test_sed_in_observed_frame_is_microjansky_against_micron(post, tmp_path):
     post._fitter.mask = np.arange(12) != 3
     fig = post.plot_sed(n_draws=50)
     render(fig, tmp_path / "sed.png")
     ax = fig.axes[0]
-    assert ax.get_xlabel() == "observed wavelength [Å]"
-    assert "erg" in ax.get_ylabel() and ax.get_xscale() == "log"
+    assert ax.get_xlabel() == r"observed wavelength [$\mu$m]"
+    assert ax.get_ylabel() == r"$f_\nu$ [$\mu$Jy]"
+    assert ax.get_xscale() == "log" and ax.get_yscale() == "log"
     texts = [t.get_text() for t in ax.get_legend().get_texts()]
     assert {"observed", "masked", "model photometry", "model 16–84%"} <= set(texts)
+
+
+def test_sed_photometry_is_drawn_in_microjansky_at_effective_wavelengths(post):
+    ax = post.plot_sed(n_draws=20).axes[0]
+    observed = next(c for c in ax.containers if c.get_label() == "observed")
+    x, y = observed.lines[0].get_data()
+    wave_um = post._model.observation.effective_wavelength_aa / 1e4
+    assert np.allclose(x, wave_um) and np.allclose(y, post._fitter.data / 1e-29)
+
+
+def test_sed_default_range_spans_the_filters(post):
+    ax = post.plot_sed(n_draws=10).axes[0]
+    wave_um = post._model.observation.effective_wavelength_aa / 1e4
+    low, high = ax.get_xlim()
+    assert low < wave_um.min() and high > wave_um.max() and high / low < 3.0 * wave_um.max() / wave_um.min()
+
+
+def test_sed_draws_faint_data_as_upper_limits(post):
+    post._fitter.data = post._fitter.data.copy()
+    post._fitter.data[0] = -0.5 * post._fitter.noise[0]
+    texts = [t.get_text() for t in post.plot_sed(n_draws=10).axes[0].get_legend().get_texts()]
+    assert "observed (2σ upper limit)" in texts
+
+
+def test_sed_reference_line_uses_the_given_parameters(post):
+    ax = post.plot_sed(n_draws=10, truths={"c0": 4.0, "c1": 0.0}, truth_label="MAP").axes[0]
+    line = next(line for line in ax.lines if line.get_label() == "MAP")
+    assert line.get_linestyle() == "--"
+    expected = post._model.predict_sed({"c0": 4.0, "c1": 0.0})["fnu_obs"] / 1e-29
+    assert np.median(line.get_ydata()) == pytest.approx(np.median(expected[expected > 0]), rel=0.5)
 
 
 def test_sed_in_rest_frame_is_normalised_at_5500_aa(post):
@@ -115,7 +146,7 @@ def test_sed_warns_when_data_are_not_one_flux_per_filter():
 @pytest.mark.parametrize(
     "kwargs, match",
     [({"n_draws": 0}, "n_draws"), ({"wave_range": (5e4, 1e3)}, "wave_range"),
-     ({"wave_range": (1e6, 2e6)}, "does not overlap"), ({"frame": "lab"}, "frame")],
+     ({"wave_range": (1e7, 2e7)}, "does not overlap"), ({"frame": "lab"}, "frame")],
 )
 def test_sed_rejects_bad_arguments(post, kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -136,6 +167,19 @@ def test_sfh_band_with_physical_axes(post, tmp_path):
     assert len(ax.collections) == 1  # the 16–84% band
 
 
+def test_sfh_reference_line_is_on_the_same_lookback_grid(post):
+    ax = post.plot_sfh(n_draws=10, truths={"c0": 3.0, "c1": 1.0}, truth_label="truth").axes[0]
+    line = next(line for line in ax.lines if line.get_label() == "truth")
+    median = next(line for line in ax.lines if line.get_label() == "SFR median")
+    assert np.array_equal(line.get_xdata(), median.get_xdata())
+    assert line.get_ydata()[0] == pytest.approx(3.0)
+
+
+def test_corner_truth_label_adds_a_legend_entry(post):
+    fig = post.plot_corner(params=["c0", "c1"], truths={"c0": 2.0}, truth_label="MAP")
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["MAP"]
+
+
 def test_sfh_of_point_estimate_is_one_curve():
     p = Posterior(None, {"c0": 2.0, "c1": 0.0}, "map", 0.1, model=FakeModel())
     ax = p.plot_sfh().axes[0]
@@ -146,3 +190,14 @@ def test_labels_carry_units_from_name_suffixes():
     assert parameter_label("tau_myr") == "tau_myr [Myr]"
     assert parameter_label("sigma_kms") == "sigma_kms [km s$^{-1}$]"
     assert parameter_label("logzsol") == "logzsol"
+
+
+def test_corner_leaves_out_a_derived_column_that_is_zero_in_some_draws(post):
+    sfr = np.exp(post.samples["c1"])
+    sfr[:10] = 0.0  # an SFH that has died away: log10 SFR = -inf
+    post.__dict__["derived"] = {"stellar_mass": np.exp(post.samples["c0"]), "sfr_100myr": sfr}
+    with pytest.warns(UserWarning, match="log10_sfr_100myr left out"):
+        fig = post.plot_corner()
+    labels = [ax.get_xlabel() for ax in fig.axes if ax.get_xlabel()]
+    assert not any("SFR" in lab for lab in labels)
+    assert len(fig.axes) == 4**2  # c0, c1, age_gyr, log10 stellar mass

@@ -616,6 +616,14 @@ class Posterior:
             No fitter or no model attached.
         DataError
             ``data`` does not match the fitter's noise or the model's predictions.
+
+        Notes
+        -----
+        With correct noise, the best fit's χ² follows a χ² distribution with about
+        n_data − n_free degrees of freedom. A posterior draw adds the spread of the
+        draws, about one unit per well-constrained parameter (less for parameters the
+        prior bounds), so the median over draws lies between n_data − n_free and
+        n_data. Either is one noise realisation: its scatter is √(2 n_data) or so.
         """
         fitter = self._require_fitter("posterior_predictive")
         model = self._require_model("posterior_predictive")
@@ -867,20 +875,27 @@ class Posterior:
         return load_posterior(path, model=model)
 
     # --- plots --------------------------------------------------------------------------
-    def plot_corner(self, params=None, truths=None, color="C0", fig=None, axes=None, label=None):
+    def plot_corner(self, params=None, truths=None, color="C0", fig=None, axes=None, label=None,
+                    truth_label=None):
         """Corner plot of the draws; see :func:`tengri.posterior.plots.plot_corner`."""
         from tengri.posterior.plots import plot_corner
 
-        return plot_corner(self, params=params, truths=truths, color=color, fig=fig, axes=axes, label=label)
+        return plot_corner(self, params=params, truths=truths, color=color, fig=fig, axes=axes, label=label,
+                           truth_label=truth_label)
 
-    def plot_sed(self, n_draws: int = 100, wave_range=(1e3, 5e4), ax=None, frame: str = "auto"):
-        """SED with its 16–84% band; see :func:`tengri.posterior.plots.plot_sed`."""
+    def plot_sed(self, n_draws: int = 100, wave_range=None, ax=None, frame: str = "auto", truths=None,
+                 truth_label: str = "truth"):
+        """SED [µJy] against observed wavelength [µm] with its 16–84% band and the photometry.
+
+        See :func:`tengri.posterior.plots.plot_sed`.
+        """
         from tengri.posterior.plots import plot_sed
 
-        return plot_sed(self, n_draws=n_draws, wave_range=wave_range, ax=ax, frame=frame)
+        return plot_sed(self, n_draws=n_draws, wave_range=wave_range, ax=ax, frame=frame, truths=truths,
+                        truth_label=truth_label)
 
-    def plot_sfh(self, n_draws: int = 100, ax=None):
+    def plot_sfh(self, n_draws: int = 100, ax=None, truths=None, truth_label: str = "truth"):
         """Star-formation history with its 16–84% band; see :func:`tengri.posterior.plots.plot_sfh`."""
         from tengri.posterior.plots import plot_sfh
 
-        return plot_sfh(self, n_draws=n_draws, ax=ax)
+        return plot_sfh(self, n_draws=n_draws, ax=ax, truths=truths, truth_label=truth_label)
