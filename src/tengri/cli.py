@@ -1,6 +1,6 @@
 """The ``tengri`` command.
 
-    tengri fit CATALOG --config MODEL.toml --method METHOD --out DIR [--option k=v ...]
+    tengri fit CATALOG --config MODEL.toml --method METHOD --out DIR [--option k=v ...] [--plots]
     tengri demo [--out DIR]
     tengri info
 """
@@ -38,6 +38,8 @@ def _build_parser() -> argparse.ArgumentParser:
                      metavar="KEY=VALUE", help="method option, repeatable (e.g. n_samples=500)")
     fit.add_argument("--no-posteriors", action="store_true", help="write only summary.csv")
     fit.add_argument("--quiet", action="store_true", help="no progress bar")
+    fit.add_argument("--plots", action="store_true",
+                     help="also write plots/<id>_{corner,sed,sfh}.png per galaxy (corner needs draws)")
 
     demo = sub.add_parser("demo", help="fit a generated mock catalog and write plots")
     demo.add_argument("--out", default="demo_output")
@@ -56,7 +58,7 @@ def main(argv=None) -> int:
 
             rows = fit_catalog(args.catalog, args.config, args.method, args.out,
                                options=dict(args.option), save_posteriors=not args.no_posteriors,
-                               progress=not args.quiet)
+                               progress=not args.quiet, plots=args.plots)
             n_err = sum(1 for r in rows if r.get("error"))
             print(f"fitted {len(rows) - n_err} of {len(rows)} galaxies → {args.out}/summary.csv")
             return 0 if n_err < len(rows) else 1

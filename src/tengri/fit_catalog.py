@@ -1,9 +1,9 @@
 """The main job: fit every galaxy of a catalog and write a summary + posteriors.
 
-``tengri fit CATALOG --config MODEL.toml --method METHOD --out DIR`` calls
+``tengri fit CATALOG --config MODEL.toml --method METHOD --out DIR [--plots]`` calls
 :func:`fit_catalog`. Everything is validated (config, catalog columns, method,
-options) before anything is written; each posterior file and the summary are
-written atomically (temporary file + rename), so an interrupted run leaves no
+options) before anything is written; each posterior file, figure and the summary
+are written atomically (temporary file + rename), so an interrupted run leaves no
 half-written file.
 """
 
@@ -73,7 +73,8 @@ def _atomic_write_csv(path: Path, columns, rows) -> None:
 
 
 def fit_catalog(catalog, config, method: str = "map", out="tengri_out", *, options: dict | None = None,
-                save_posteriors: bool = True, progress: bool = True, key=None) -> list[dict]:
+                save_posteriors: bool = True, progress: bool = True, key=None,
+                plots: bool = False) -> list[dict]:
     """Fit every galaxy of ``catalog`` with the model of ``config``.
 
     Parameters
@@ -88,6 +89,10 @@ def fit_catalog(catalog, config, method: str = "map", out="tengri_out", *, optio
         Output directory: ``summary.csv`` and ``posteriors/<id>.h5``.
     options : dict, optional
         Method options (validated before anything runs).
+    plots : bool
+        Also write ``plots/<id>_corner.png`` (methods with draws only),
+        ``plots/<id>_sed.png`` and ``plots/<id>_sfh.png`` per galaxy
+        (:func:`tengri.posterior.plots.save_figures`).
 
     Returns
     -------
@@ -108,6 +113,10 @@ def fit_catalog(catalog, config, method: str = "map", out="tengri_out", *, optio
     out = Path(out)
     post_dir = out / "posteriors"
     post_dir.mkdir(parents=True, exist_ok=True)
+    if plots:
+        from tengri.posterior.plots import save_figures
+
+        (out / "plots").mkdir(exist_ok=True)
     free = model.parameters.free_names
     rows = []
     bar = tqdm(galaxies, desc=f"tengri fit ({method})", unit="gal", disable=not progress)
@@ -118,6 +127,8 @@ def fit_catalog(catalog, config, method: str = "map", out="tengri_out", *, optio
             rows.append(summarise(gal.id, post, free))
             if save_posteriors:
                 post.save(post_dir / f"{_safe_name(gal.id)}.h5")
+            if plots:
+                save_figures(post, out / "plots", _safe_name(gal.id))
         except (DataError, FloatingPointError) as err:
             rows.append({"id": gal.id, "method": method, "error": f"{type(err).__name__}: {err}"})
     _atomic_write_csv(out / "summary.csv", summary_columns(free), rows)
