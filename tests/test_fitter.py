@@ -26,8 +26,8 @@ def test_map_recovers_truth_on_noiseless_data(phot_model, truth):
 
 
 def test_nuts_posterior_covers_truth(phot_model, truth, mock):
-    post = Fitter(phot_model, *mock).run("nuts", n_warmup=300, n_samples=400)
-    assert post.samples["stellar_mass"].shape == (400,)
+    post = Fitter(phot_model, *mock).run("nuts", n_warmup=150, n_samples=200, use_dense=True)
+    assert post.samples["stellar_mass"].shape == (200,)
     lo, hi = np.percentile(post.samples["stellar_mass"], [0.5, 99.5])
     assert lo < truth["stellar_mass"] < hi
     assert post.diagnostics["divergences"] < 20
