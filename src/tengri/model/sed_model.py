@@ -3,7 +3,11 @@
 The model does per-galaxy work once (:meth:`SEDModel.prepare`: redshift, the band
 matrix with IGM and luminosity distance folded in) so a likelihood call is one SFH
 evaluation, one metallicity interpolation, a few dust products and one
-``(n_band, n_wave) @ (n_wave,)`` projection.
+``(n_band, n_wave) @ (n_wave,)`` projection. At a fixed redshift with a dust curve of
+fixed shape, ``prepare`` goes further and projects every source through the bands
+(:mod:`tengri.model.band_tables`): a likelihood call then has no wavelength axis
+(:attr:`SEDModel.uses_band_tables`); the chain stays the reference and serves the
+predictions.
 
 Everything that is the same for all galaxies of a configuration (grids, filter
 curves) travels as arrays in ``data_args["grids"]`` rather than as compile-time
@@ -14,6 +18,7 @@ configuration, so compiled inference engines are shared across galaxies.
 
 from __future__ import annotations
 
+import warnings
 from functools import cached_property
 from typing import Any, Mapping
 
@@ -23,11 +28,13 @@ import numpy as np
 
 from tengri.errors import DataError, ParameterError
 from tengri.inference.problem import Problem
+from tengri.model import band_tables
 from tengri.model import components as comp
 from tengri.model.observation import Photometry
 from tengri.params import Fixed, Parameters, Prior, Uniform
 from tengri.physics import attenuation, bandpass, cosmology, igm
 from tengri.physics import dust_emission as dust_emission_physics
+from tengri.physics import nebular as nebular_physics
 from tengri.physics import sfh as sfh_physics
 
 __all__ = ["SEDModel"]
@@ -405,16 +412,34 @@ class SEDModel:
                 bad = [self.observation.filter_names[i] for i in np.flatnonzero(np.asarray(jnp.sum(w, axis=1)) <= 0)]
                 raise DataError(f"filters {bad} fall outside the model wavelength grid at z={z_fixed}")
             ctx["band_matrix"] = w
+            if self._band_table_plan is not None:
+                ctx["band_tables"] = self._band_tables(np.asarray(w), fixed_values)
         return ctx
 
     @cached_property
     def _likelihoods(self) -> dict:
-        """One log-likelihood / residual function pair per model (shared by galaxies)."""
+        """One log-likelihood / residual function pair per model (shared by galaxies).
+
+        Band fluxes come from the per-galaxy band tables when :attr:`uses_band_tables`
+        (see :mod:`tengri.model.band_tables`), from the component chain otherwise.
+        """
+        return self._likelihood_functions(fast=self._band_table_plan is not None)
+
+    @cached_property
+    def _chain_likelihoods(self) -> dict:
+        """The same functions through the component chain: the reference for the fast path."""
+        return self._likelihood_functions(fast=False)
+
+    def _likelihood_functions(self, fast: bool) -> dict:
         params = self.parameters
         z_fixed = "redshift" in params.fixed_values
 
         def predicted(z, data_args):
             theta = params.to_physical(z, data_args["table"], data_args["fixed"])
+            if fast:
+                return self._photometry_from_tables(
+                    theta, data_args["band_tables"], data_args["grids"], data_args["band_matrix"]
+                )
             w = data_args["band_matrix"] if z_fixed else None
             return self._photometry(theta, data_args["grids"], w)
 
@@ -480,6 +505,253 @@ class SEDModel:
         parts = [f"sfh={self.sfh!r}", f"dust={self.dust!r}", f"nebular={self.nebular}", f"igm={self.igm!r}"]
         return f"SEDModel({', '.join(parts)}, {self.parameters.n_free} free, {self.observation!r})"
 
+    # --- the fast photometric path: per-galaxy band tables ---------------------------------
+    @property
+    def uses_band_tables(self) -> bool:
+        """Whether the likelihood reads per-galaxy band tables instead of running the chain.
+
+        True for photometry at a fixed redshift with an attenuation curve of fixed
+        shape (``calzetti``, ``cardelli``, ``smc`` or ``none``), bounded priors on
+        ``av`` and ``dust_eta``, and the components SFH, SSP, nebular and dust
+        attenuation (see :mod:`tengri.model.band_tables`). Predictions
+        (:meth:`predict_photometry`, …) always run the chain.
+        """
+        return self._band_table_plan is not None
+
+    @cached_property
+    def _band_table_plan(self) -> dict | None:
+        """What the band tables need that is the same for every galaxy, or None."""
+        if self.observation is None or "redshift" not in self.parameters.fixed_values:
+            return None
+        if any(type(c) not in _BAND_TABLE_COMPONENTS for c in self.components):
+            return None
+        plan = {"k": None, "n_nodes": 1, "a_range": None}
+        if self.dust != "none":
+            curve = attenuation.attenuation_curve(self.dust)
+            av = _prior_bounds(self.parameters["av"])
+            eta = _prior_bounds(self.parameters["dust_eta"])
+            if curve.param_names or av is None or eta is None:
+                return None
+            low, high = _attenuation_range(av, eta)
+            plan["k"] = np.asarray(curve(self.wavelength_aa), dtype=np.float64)
+            plan["a_range"] = (low, high)
+            plan["n_nodes"] = max(2, int(np.ceil((high - low) / _ATTENUATION_STEP_MAG - 1e-9)) + 1)
+        edges = jnp.asarray(self.ssp.age_bin_edges_yr, jnp.float64)
+        young_share = np.asarray(nebular_physics.birth_cloud_fraction(edges, self.t_bc_yr))
+        young = young_share > 0
+        n_young = int(young.sum())
+        if not np.all(young[:n_young]):  # ages ascend, so the young ones come first
+            return None
+        plan["n_young"] = n_young
+        plan["first_old"] = int(np.sum(young_share >= 1.0))
+        if self.nebular:
+            neb_edges = jnp.asarray(self.grids["neb_age_bin_edges_yr"])
+            lit = np.asarray(nebular_physics.nebular_age_weights(edges, neb_edges, self.t_bc_yr)).sum(axis=0) > 0
+            plan["nebular_ages"] = np.flatnonzero(lit)
+        z = self.parameters.fixed_values["redshift"]
+        w = np.asarray(self._band_matrix_jit(jnp.asarray(z), self.grids))
+        n_band = w.shape[0]
+        plan["n_sub_bands"] = self._fewest_sub_bands(w, plan, [round(f * n_band) for f in _SUB_BANDS_PER_BAND])
+        plan["dust_emission"] = next((c for c in self.components if isinstance(c, comp.DustEmission)), None)
+        if plan["dust_emission"] is not None:
+            names = dust_emission_physics.DUST_EMISSION_MODELS[plan["dust_emission"].model].param_names
+            plan["ir_fixed"] = all(n in self.parameters.fixed_values for n in names)
+            plan["n_sub_bolometric"] = self._fewest_sub_bands(
+                self._bolometric_weights[None, :], plan, _BOLOMETRIC_SUB_BANDS
+            )
+        return plan
+
+    def _fewest_sub_bands(self, weights: np.ndarray, plan: dict, candidates) -> int:
+        """The fewest sub-bands of ``weights`` (n_row, n_wave) whose error bound is small.
+
+        The per-call cost grows with them, so: the first of ``candidates`` whose
+        :func:`band_tables.partition_sub_bands` bound is at most
+        ``_BAND_TABLE_TOLERANCE`` (the last otherwise). For the bands, at the
+        configured redshift.
+        """
+        if plan["k"] is None:
+            return weights.shape[0]
+        for n_sub in candidates:
+            sub = band_tables.partition_sub_bands(weights, plan["k"], n_sub, *plan["a_range"], plan["n_nodes"])
+            if sub.error_bound <= _BAND_TABLE_TOLERANCE:
+                break
+        return n_sub
+
+    @cached_property
+    def _bolometric_weights(self) -> np.ndarray:
+        """ν Δln λ per grid point [Hz]: Σ L_ν · these is the luminosity (as DustAttenuation sums it)."""
+        return comp.C_AA_PER_S / self.wavelength_aa * np.asarray(self.grids["dlnlam"])
+
+    def _source_spectra(self, fixed_values: Mapping[str, float]) -> dict:
+        """L_ν of the source groups [erg/s/Hz per M☉ formed], fixed parameters' axes contracted.
+
+        ``stellar`` (n_z, n_age, n_wave); with nebular emission also ``young`` (the
+        first n_young ages, ionising light removed) and ``nebular`` (n_z, n_u, n_k, n_wave).
+        """
+        plan = self._band_table_plan
+        stellar = np.asarray(self.ssp.lnu, dtype=np.float64)
+        if "metallicity" in fixed_values:
+            stellar = band_tables.interpolate_axis(stellar, self.ssp.metallicity_zsun, fixed_values["metallicity"], 0)
+        spectra = {"stellar": stellar}
+        if self.nebular:
+            grids = self.grids
+            kept = 1.0 - np.asarray(grids["ionising"])  # birth clouds absorb the ionising light
+            spectra["young"] = stellar[:, : plan["n_young"]] * kept
+            neb = np.asarray(grids["neb_total_lnu"])[:, :, plan["nebular_ages"]]
+            if "metallicity" in fixed_values:
+                neb = band_tables.interpolate_axis(neb, np.asarray(grids["neb_z"]), fixed_values["metallicity"], 0)
+            if "log_u" in fixed_values:
+                neb = band_tables.interpolate_axis(neb, np.asarray(grids["neb_log_u"]), fixed_values["log_u"], 1)
+            spectra["nebular"] = neb
+        return spectra
+
+    def _attenuation_range(self, fixed_values: Mapping[str, float]) -> tuple[float, float]:
+        """A_V and η·A_V range [mag] of one galaxy (its fixed values, else the priors)."""
+        return _attenuation_range(
+            _prior_bounds(_fixed_or(self.parameters["av"], fixed_values, "av")),
+            _prior_bounds(_fixed_or(self.parameters["dust_eta"], fixed_values, "dust_eta")),
+        )
+
+    def _tables_of(self, spectra: dict, weights: np.ndarray, n_sub: int, a_range) -> dict:
+        """Tables of every source group through ``weights`` (n_row, n_wave), and their meta-data."""
+        plan = self._band_table_plan
+        k = plan["k"]
+        if k is None:
+            sub = band_tables.partition_sub_bands(weights, None, weights.shape[0])
+        else:
+            sub = band_tables.partition_sub_bands(weights, k, n_sub, *a_range, plan["n_nodes"])
+        out = {name: jnp.asarray(band_tables.tabulate_sources(lnu, weights, sub, k, plan["n_nodes"]))
+               for name, lnu in spectra.items()}
+        out.update({
+            "kappa": jnp.asarray(sub.kappa),
+            "row_of": jnp.asarray(np.eye(weights.shape[0])[sub.band]),
+            "a_min": jnp.asarray(sub.a_min_mag),
+            "a_step": jnp.asarray(sub.a_step_mag),
+            "error_bound": jnp.asarray(sub.error_bound),
+        })
+        return out
+
+    def _band_tables(self, band_matrix: np.ndarray, fixed_values: Mapping[str, float]) -> dict:
+        """One galaxy's band tables (numpy work, done once per galaxy)."""
+        plan = self._band_table_plan
+        a_range = None if plan["k"] is None else self._attenuation_range(fixed_values)
+        spectra = self._source_spectra(fixed_values)
+        out = self._tables_of(spectra, band_matrix, plan["n_sub_bands"], a_range)
+        bound = float(out["error_bound"])
+        if bound > _BAND_TABLE_WARNING:
+            warnings.warn(
+                f"band tables at z={fixed_values['redshift']}: the interpolation error bound in "
+                f"attenuation is {bound:.1e} (relative), for {plan['n_sub_bands']} sub-bands tuned at "
+                f"the configured z={self.parameters.fixed_values['redshift']}; expect errors of that "
+                "size in bands far in the rest-frame ultraviolet (see tengri.model.band_tables)",
+                RuntimeWarning, stacklevel=3,
+            )
+        out["ssp_z"] = jnp.asarray(self.ssp.metallicity_zsun, jnp.float64)
+        out["age_of_universe_yr"] = jnp.asarray(
+            float(cosmology.age_of_universe_gyr(fixed_values["redshift"], self.cosmo)) * _GYR
+        )
+        if self.nebular:
+            out["neb_z"], out["neb_log_u"] = self.grids["neb_z"], self.grids["neb_log_u"]
+        if plan["dust_emission"] is not None:
+            out["bolometric"], out["intrinsic"] = self._bolometric_tables(a_range, fixed_values)
+            if plan["ir_fixed"]:
+                theta = {name: jnp.asarray(value) for name, value in fixed_values.items()}
+                out["dust_ir"] = jnp.asarray(band_matrix @ np.asarray(self._unit_dust_emission(theta, self.grids)))
+        return out
+
+    @cached_property
+    def _bolometric_cache(self) -> dict:
+        return {}
+
+    def _bolometric_tables(self, a_range, fixed_values: Mapping[str, float]) -> tuple[dict, dict]:
+        """Attenuated and intrinsic luminosity tables of the source groups (for energy balance).
+
+        The same tables as the bands', through ν Δln λ (one rest-frame pseudo-band, so
+        the same for every galaxy): built once per attenuation range on the full grids,
+        then the fixed parameters' axes are contracted (exact: the tables are linear).
+        """
+        plan = self._band_table_plan
+        if a_range not in self._bolometric_cache:
+            weights = self._bolometric_weights[None, :]
+            spectra = self._source_spectra({})
+            attenuated = self._tables_of(spectra, weights, plan["n_sub_bolometric"], a_range)
+            dust_free = band_tables.partition_sub_bands(weights, None, 1)
+            intrinsic = {name: band_tables.tabulate_sources(lnu, weights, dust_free, None)
+                         for name, lnu in spectra.items()}
+            self._bolometric_cache[a_range] = ({k: np.asarray(v) for k, v in attenuated.items()}, intrinsic)
+        attenuated, intrinsic = self._bolometric_cache[a_range]
+        axes = {"stellar": {"metallicity": 3}, "young": {"metallicity": 3}, "nebular": {"metallicity": 3, "log_u": 4}}
+        nodes = {"metallicity": {"stellar": self.ssp.metallicity_zsun, "young": self.ssp.metallicity_zsun}}
+        if self.nebular:
+            nodes["metallicity"]["nebular"] = np.asarray(self.grids["neb_z"])
+            nodes["log_u"] = {"nebular": np.asarray(self.grids["neb_log_u"])}
+
+        def contracted(tables):
+            out = {}
+            for name, table in tables.items():
+                if name in axes:
+                    for param, axis in axes[name].items():
+                        if param in fixed_values:
+                            table = band_tables.interpolate_axis(table, nodes[param][name], fixed_values[param], axis)
+                out[name] = jnp.asarray(table)
+            return out
+
+        return contracted(attenuated), contracted(intrinsic)
+
+    def _unit_dust_emission(self, theta, grids) -> jax.Array:
+        """The dust-emission spectrum per unit absorbed luminosity [1/Hz], by the chain's component."""
+        state = {"sed": 0.0, "derived": {"luminosity_absorbed": 1.0}}
+        return self._band_table_plan["dust_emission"].apply(state, theta, grids)["sed_dust_ir"]
+
+    def _photometry_from_tables(self, theta, tables: dict, grids: dict, band_matrix) -> jax.Array:
+        """Band fluxes f_ν [erg/s/cm²/Hz] from one galaxy's band tables, shape (n_band,)."""
+        plan = self._band_table_plan
+        state = {"age_of_universe_yr": tables["age_of_universe_yr"], "derived": {}}
+        mass = self.components[0].apply(state, theta, grids)["mass_per_age"]  # the chain's SFH
+        young_share = nebular_physics.birth_cloud_fraction(grids["age_bin_edges_yr"], self.t_bc_yr)
+        dusty = plan["k"] is not None
+        a_ism = theta["av"] if dusty else 0.0
+        a_young = theta["dust_eta"] * theta["av"] if dusty else 0.0
+
+        # (table, block start, block weights, attenuation) of each group of sources. Ages
+        # younger than t_bc throughout have no light outside birth clouds, and only the
+        # first n_young ages have some inside: only those blocks are contracted.
+        z_start, z_weights = _bracket_or_fixed(tables["ssp_z"], theta["metallicity"], tables["stellar"].shape[3])
+        first_old, n_young = plan["first_old"], plan["n_young"]
+        young_mass = z_weights[:, None] * (mass * young_share)[None, :n_young]
+        groups = [("stellar", (z_start, first_old), z_weights[:, None] * (mass * (1.0 - young_share))[None, first_old:],
+                   a_ism)]
+        if self.nebular:
+            groups.append(("young", (z_start, 0), young_mass, a_young))
+            neb_weights = nebular_physics.nebular_age_weights(
+                grids["age_bin_edges_yr"], grids["neb_age_bin_edges_yr"], self.t_bc_yr
+            )
+            neb_mass = (mass @ neb_weights)[plan["nebular_ages"]]
+            shape = tables["nebular"].shape
+            zn_start, zn_weights = _bracket_or_fixed(tables["neb_z"], theta["metallicity"], shape[3])
+            u_start, u_weights = _bracket_or_fixed(tables["neb_log_u"], theta["log_u"], shape[4])
+            weights = zn_weights[:, None, None] * u_weights[None, :, None] * neb_mass[None, None, :]
+            groups.append(("nebular", (zn_start, u_start, 0), weights, a_young))
+        else:
+            groups.append(("stellar", (z_start, 0), young_mass, a_young))
+
+        def through(table_set, name, starts, weights, a_mag):
+            return band_tables.attenuated_sums(table_set[name], starts, weights, a_mag, table_set["a_min"],
+                                               table_set["a_step"], table_set["kappa"])
+
+        flux = sum(through(tables, *group) for group in groups)
+        bands = band_tables.sub_bands_to_bands(flux, tables["row_of"])
+        if plan["dust_emission"] is None:
+            return bands
+        bolometric = tables["bolometric"]
+        attenuated = sum(jnp.sum(through(bolometric, *group)) for group in groups)
+        intrinsic = sum(
+            jnp.sum(band_tables.attenuated_sums(tables["intrinsic"][name], starts, weights, 0.0, 0.0, 1.0, 0.0))
+            for name, starts, weights, _ in groups
+        )
+        per_unit = tables["dust_ir"] if plan["ir_fixed"] else band_matrix @ self._unit_dust_emission(theta, grids)
+        return bands + (intrinsic - attenuated) * per_unit
+
 
 def _prior_min(prior: Prior) -> float:
     for attr in ("low", "value", "mu"):
@@ -487,6 +759,49 @@ def _prior_min(prior: Prior) -> float:
         if isinstance(v, float):
             return max(v, 1e-3)
     return 1e-3
+
+
+# the fast photometric path (tengri.model.band_tables): components it reproduces,
+# sub-bands per band tried in turn (per-call cost grows with them, the interpolation
+# error falls as their k spread to the 4th power), the largest attenuation node step
+# [mag] and the interpolation error bound aimed at
+_BAND_TABLE_COMPONENTS = (comp.StarFormationHistory, comp.StellarPopulation, comp.NebularEmission,
+                          comp.DustAttenuation, comp.DustEmission)
+_SUB_BANDS_PER_BAND = (1, 1.5, 2, 3, 4, 6, 8)
+_BOLOMETRIC_SUB_BANDS = (8, 16, 24, 32, 48, 64, 96, 128)  # the absorbed luminosity spans all k
+_ATTENUATION_STEP_MAG = 0.25
+_BAND_TABLE_TOLERANCE = 1e-6
+_BAND_TABLE_WARNING = 1e-4
+
+
+def _prior_bounds(prior: Prior) -> tuple[float, float] | None:
+    """(low, high) of a prior with numeric bounds, (v, v) for Fixed(v), else None."""
+    if isinstance(prior, Fixed):
+        return prior.value, prior.value
+    low, high = getattr(prior, "low", None), getattr(prior, "high", None)
+    if isinstance(low, float) and isinstance(high, float):
+        return low, high
+    return None
+
+
+def _fixed_or(prior: Prior, fixed_values: Mapping[str, float], name: str) -> Prior:
+    """The galaxy's fixed value of ``name`` if it has one, else its prior."""
+    return Fixed(fixed_values[name]) if name in fixed_values else prior
+
+
+def _attenuation_range(av: tuple[float, float], eta: tuple[float, float]) -> tuple[float, float]:
+    """Range of A_V and η·A_V [mag] (with 0), widened to at least one node step."""
+    corners = [a * e for a in av for e in eta]
+    low = min(0.0, *av, *corners)
+    high = max(0.0, *av, *corners)
+    return low, max(high, low + _ATTENUATION_STEP_MAG)
+
+
+def _bracket_or_fixed(nodes: jax.Array, x: jax.Array, axis_length: int) -> tuple[jax.Array, jax.Array]:
+    """Start and weights of linear interpolation, or (0, [1]) on a contracted axis."""
+    if axis_length == 1:
+        return jnp.zeros((), jnp.int32), jnp.ones(1)
+    return band_tables.linear_bracket(nodes, x)
 
 
 def _dust_emission_model(value) -> str | None:

@@ -1,0 +1,244 @@
+"""The fast photometric likelihood: per-galaxy band tables against the component chain."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import DEMO_FILTERS
+
+from tengri import Fixed, LogUniform, Normal, Parameters, Photometry, SEDModel, Uniform
+from tengri.model import band_tables
+
+N_DRAWS = 64
+
+
+def _model(nebular, dust, fixed_metallicity, redshift=1.0, per_galaxy=(), dust_emission=False, filters=DEMO_FILTERS,
+           **extra):
+    priors = dict(
+        redshift=Fixed(redshift) if isinstance(redshift, float) else redshift,
+        stellar_mass=Uniform(8.0, 12.0),
+        age_gyr=Uniform(0.01, "age_of_universe"),
+        tau_gyr=LogUniform(0.05, 10.0),
+        metallicity=Fixed(0.7) if fixed_metallicity else LogUniform(0.01, 2.5),
+    )
+    if dust != "none":
+        priors["dust_eta"] = Uniform(1.0, 2.0)  # young stars see up to 2 A_V: a second attenuation
+    if nebular:
+        priors["log_u"] = Uniform(-4.0, -1.0) if not fixed_metallicity else Fixed(-2.5)
+    priors.update(extra)
+    return SEDModel(Parameters(priors), Photometry(filters), sfh="delayed", dust=dust, nebular=nebular,
+                    per_galaxy=per_galaxy, dust_emission=dust_emission)
+
+
+_MODELS = {}
+
+
+def _shared_model(nebular, dust, fixed_metallicity, per_galaxy=()):
+    """One model per configuration for the whole module (building and compiling cost seconds)."""
+    key = (nebular, dust, fixed_metallicity, per_galaxy)
+    if key not in _MODELS:
+        _MODELS[key] = _model(nebular, dust, fixed_metallicity, per_galaxy=per_galaxy)
+    return _MODELS[key]
+
+
+def _problem(model, fixed=None):
+    n_band = model.observation.n_data
+    return model.build_problem(np.ones(n_band), np.ones(n_band), fixed=fixed)
+
+
+def _fast_and_chain(model, problem, n=N_DRAWS, seed=0):
+    """Band fluxes of n prior draws: the likelihood's (fast) and predict_photometry's (chain)."""
+    z = jax.random.normal(jax.random.key(seed), (n, problem.init.size))
+    fast = jax.jit(jax.vmap(model._likelihoods["predicted"], (0, None)))(z, problem.data_args)
+    theta = jax.vmap(problem.to_physical, (0, None))(z, problem.data_args)
+    chain = model.predict_photometry({k: np.asarray(v) for k, v in theta.items()})
+    return np.asarray(fast), chain
+
+
+# every value of each switch, every nebular × dust pair, metallicity free and fixed with each
+CONFIGS = [
+    (False, "calzetti", False),
+    (False, "smc", True),
+    (False, "none", False),
+    (True, "calzetti", True),
+    (True, "smc", False),
+    (True, "none", True),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("nebular,dust,fixed_metallicity", CONFIGS)
+def test_fast_photometry_equals_chain_in_every_band(nebular, dust, fixed_metallicity):
+    model = _shared_model(nebular, dust, fixed_metallicity)
+    assert model.uses_band_tables
+    fast, chain = _fast_and_chain(model, _problem(model))
+    assert chain.shape == (N_DRAWS, 12) and np.all(chain > 0)
+    assert np.max(np.abs(fast / chain - 1)) < 1e-4
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("nebular,dust,fixed_metallicity,emission,extra", [
+    (True, "calzetti", False, "dl07", {}),  # DL07 parameters fixed (bagpipes' defaults)
+    (False, "smc", True, "mbb", {}),  # free dust temperature
+    (True, "calzetti", True, "dl07", {"dust_umin": Uniform(0.5, 10.0)}),
+])
+def test_fast_photometry_with_dust_emission_equals_chain(nebular, dust, fixed_metallicity, emission, extra):
+    # MIPS 24 µm at z = 1 sees mostly the dust re-emission (energy balance)
+    model = _model(nebular, dust, fixed_metallicity, dust_emission=emission, filters=DEMO_FILTERS + ["spitzer_mips_24"],
+                   **extra)
+    assert model.uses_band_tables
+    fast, chain = _fast_and_chain(model, _problem(model))
+    assert np.all(chain > 0)
+    assert np.max(np.abs(fast / chain - 1)) < 1e-4
+
+
+@pytest.mark.slow
+def test_fast_gradients_are_finite_and_agree_with_chain():
+    model = _shared_model(True, "smc", False)
+    truth = {"redshift": 1.0, "stellar_mass": 10.0, "age_gyr": 2.0, "tau_gyr": 1.0, "metallicity": 0.5,
+             "dust_eta": 1.5, "log_u": -2.5, "av": 0.7}
+    flux = model.predict_photometry(truth)
+    problem = model.build_problem(flux * 1.1, flux * 0.05)
+    z = jax.random.normal(jax.random.key(1), (8, problem.init.size))
+    fast = jax.jit(jax.vmap(jax.grad(model._likelihoods["log_likelihood"]), (0, None)))(z, problem.data_args)
+    chain = jax.jit(jax.vmap(jax.grad(model._chain_likelihoods["log_likelihood"]), (0, None)))(
+        z, problem.data_args)
+    assert bool(jnp.all(jnp.isfinite(fast)))
+    relative = jnp.linalg.norm(fast - chain, axis=1) / jnp.linalg.norm(chain, axis=1)
+    assert float(jnp.max(relative)) < 1e-3
+
+
+@pytest.mark.slow
+def test_fast_gradients_with_dust_emission_agree_with_chain():
+    model = _model(False, "calzetti", True, dust_emission="mbb", filters=DEMO_FILTERS + ["spitzer_mips_24"])
+    truth = {"redshift": 1.0, "stellar_mass": 10.0, "age_gyr": 2.0, "tau_gyr": 1.0, "metallicity": 0.7,
+             "dust_eta": 1.5, "av": 0.7, "dust_temperature_k": 35.0, "dust_beta": 1.5}
+    flux = model.predict_photometry(truth)
+    problem = model.build_problem(flux * 1.1, flux * 0.05)
+    z = jax.random.normal(jax.random.key(3), (8, problem.init.size))
+    fast = jax.jit(jax.vmap(jax.grad(model._likelihoods["log_likelihood"]), (0, None)))(z, problem.data_args)
+    chain = jax.jit(jax.vmap(jax.grad(model._chain_likelihoods["log_likelihood"]), (0, None)))(
+        z, problem.data_args)
+    assert bool(jnp.all(jnp.isfinite(fast)))
+    relative = jnp.linalg.norm(fast - chain, axis=1) / jnp.linalg.norm(chain, axis=1)
+    assert float(jnp.max(relative)) < 1e-3
+
+
+def test_second_galaxy_does_not_retrace_the_likelihood():
+    model = _shared_model(True, "calzetti", True, per_galaxy=("redshift", "metallicity"))
+    first = _problem(model, fixed={"redshift": 0.8, "metallicity": 0.5})
+    second = _problem(model, fixed={"redshift": 2.3, "metallicity": 1.4})
+    assert first.log_likelihood is second.log_likelihood
+    traces = []
+
+    def counted(z, data_args):
+        traces.append(1)
+        return first.log_likelihood(z, data_args)
+
+    grad = jax.jit(jax.grad(counted))
+    for problem in (first, second):
+        assert bool(jnp.all(jnp.isfinite(grad(problem.init, problem.data_args))))
+    assert len(traces) == 1
+
+
+def test_per_galaxy_fixed_metallicity_and_redshift_are_the_galaxys():
+    model = _shared_model(True, "calzetti", True, per_galaxy=("redshift", "metallicity"))
+    for fixed in ({"redshift": 0.8, "metallicity": 0.3}, {"redshift": 2.3, "metallicity": 1.4}):
+        fast, chain = _fast_and_chain(model, _problem(model, fixed=fixed), n=16)
+        assert np.max(np.abs(fast / chain - 1)) < 1e-4
+
+
+def test_tables_need_fixed_redshift_and_a_fixed_shape_bounded_dust_curve():
+    assert not _model(False, "calzetti", True, redshift=Uniform(0.5, 2.0)).uses_band_tables
+    assert not _model(False, "kriek_conroy", True).uses_band_tables
+    assert not _model(False, "calzetti", True, av=Normal(1.0, 0.3)).uses_band_tables
+
+
+def test_likelihood_without_tables_is_the_chain():
+    model = _model(False, "calzetti", True, av=Normal(1.0, 0.3))
+    problem = _problem(model)
+    assert "band_tables" not in problem.data_args
+    z = jnp.full(problem.init.size, 0.3)
+    assert float(problem.log_likelihood(z, problem.data_args)) == float(
+        model._chain_likelihoods["log_likelihood"](z, problem.data_args))
+
+
+def test_prepare_warns_when_the_bound_is_large_at_a_galaxys_redshift():
+    # sub-bands tuned at z = 0.3; at z = 4 GALEX sees the rest-frame extreme UV, where
+    # Cardelli's k is large and spread out
+    model = _model(False, "cardelli", True, redshift=0.3, per_galaxy=("redshift",))
+    with pytest.warns(RuntimeWarning, match="interpolation error bound"):
+        model.prepare({"redshift": 4.0})
+
+
+# --- the pure functions --------------------------------------------------------------------
+
+
+def _synthetic(seed=0, n_band=3, n_wave=200, n_src=5):
+    rng = np.random.default_rng(seed)
+    wave = np.geomspace(1000.0, 20000.0, n_wave)
+    w = np.zeros((n_band, n_wave))
+    for b, (lo, hi) in enumerate([(1000, 2500), (2000, 6000), (5000, 20000)][:n_band]):
+        inside = (wave >= lo) & (wave <= hi)
+        w[b, inside] = rng.uniform(0.5, 1.0, inside.sum())
+    k = 4.0 * (wave / 5500.0) ** -1.2  # steep in the UV, like the SMC curve
+    lnu = rng.uniform(0.1, 1.0, (n_src, n_wave)) * (wave / 5500.0) ** rng.uniform(-3, 1, (n_src, 1))
+    return w, k, lnu
+
+
+def test_sub_bands_split_each_band_into_disjoint_groups_of_its_columns():
+    w, k, _ = _synthetic()
+    sub = band_tables.partition_sub_bands(w, k, 9, 0.0, 3.0, 13)
+    assert len(sub.columns) == 9
+    for b in range(w.shape[0]):
+        mine = [c for c, owner in zip(sub.columns, sub.band) if owner == b and c.size]
+        joined = np.concatenate(mine)
+        assert joined.size == np.unique(joined).size
+        np.testing.assert_array_equal(np.sort(joined), np.flatnonzero(w[b]))
+
+
+def test_more_sub_bands_lower_the_error_bound():
+    w, k, _ = _synthetic()
+    bounds = [band_tables.partition_sub_bands(w, k, q, 0.0, 3.0, 13).error_bound for q in (3, 6, 12)]
+    assert bounds[0] > bounds[1] > bounds[2]
+
+
+@pytest.mark.parametrize("n_sub_bands", [3, 12])
+def test_attenuated_sums_are_within_the_error_bound_of_the_exact_sum(n_sub_bands):
+    w, k, lnu = _synthetic()
+    sub = band_tables.partition_sub_bands(w, k, n_sub_bands, 0.0, 3.0, 13)
+    table = jnp.asarray(band_tables.tabulate_sources(lnu, w, sub, k, 13))
+    weights = jnp.asarray(np.random.default_rng(1).uniform(0, 1, lnu.shape[0]))
+    to_bands = jnp.asarray(np.eye(w.shape[0])[sub.band])
+
+    def fluxes(a):
+        per_sub_band = band_tables.attenuated_sums(table, (0,), weights, a, sub.a_min_mag, jnp.asarray(sub.a_step_mag),
+                                                   jnp.asarray(sub.kappa))
+        return band_tables.sub_bands_to_bands(per_sub_band, to_bands)
+
+    a = np.linspace(0.0, 3.0, 301)
+    approx = np.asarray(jax.vmap(fluxes)(jnp.asarray(a)))
+    exact = np.einsum("s,sl,bl,al->ab", np.asarray(weights), lnu, w, 10 ** (-0.4 * a[:, None] * k[None, :]))
+    error = np.max(np.abs(approx / exact - 1))
+    assert error <= sub.error_bound
+    assert error > 0.0  # the test can see interpolation errors
+
+
+def test_dust_free_tables_are_plain_band_fluxes():
+    w, _, lnu = _synthetic()
+    sub = band_tables.partition_sub_bands(w, None, w.shape[0])
+    table = jnp.asarray(band_tables.tabulate_sources(lnu, w, sub, None))
+    weights = jnp.ones(lnu.shape[0])
+    per_sub_band = band_tables.attenuated_sums(table, (0,), weights, 0.0, 0.0, jnp.ones(3), jnp.zeros(3))
+    np.testing.assert_allclose(band_tables.sub_bands_to_bands(per_sub_band, jnp.eye(3)), w @ lnu.sum(0), rtol=1e-13)
+
+
+def test_interpolate_axis_follows_the_clamped_linear_rule():
+    nodes = np.array([0.1, 0.5, 2.0])
+    values = np.arange(12.0).reshape(3, 4)
+    np.testing.assert_allclose(band_tables.interpolate_axis(values, nodes, 1.25, axis=0)[0],
+                               0.5 * values[1] + 0.5 * values[2])
+    np.testing.assert_allclose(band_tables.interpolate_axis(values, nodes, 9.0, axis=0)[0], values[2])
+    start, weights = band_tables.linear_bracket(jnp.asarray(nodes), 1.25)
+    assert int(start) == 1
+    np.testing.assert_allclose(np.asarray(weights), [0.5, 0.5])
