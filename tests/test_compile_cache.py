@@ -168,6 +168,16 @@ def test_models_with_equal_signatures_share_compiled_engines(model):
     assert np.allclose(_latent_mean(post), mean, atol=0.1)
 
 
+def test_fitters_of_one_model_share_one_jitted_likelihood(model):
+    a, b = _fitter(model).problem, _fitter(model, OTHER_MEAN).problem
+    assert a.log_likelihood is b.log_likelihood and a.residuals is b.residuals
+    assert isinstance(a.log_likelihood, jax.stages.Wrapped)
+    raw = model.build_problem(GAUSSIAN_MEAN, np.ones(5))
+    z = np.linspace(-1, 1, 5)
+    assert float(a.log_likelihood(z, a.data_args)) == pytest.approx(
+        float(raw.log_likelihood(z, raw.data_args)), rel=1e-12)
+
+
 def test_equal_signature_with_different_code_is_not_shared(model):
     """A constant the signature does not mention gives a model its own programs."""
     sharp = GaussianModel(scale=4.0)  # same compile signature, 4× the log-likelihood

@@ -284,15 +284,17 @@ class Fitter:
         Static options (a different value compiles anew) are the sample counts:
         ``n_samples`` and ``n_posterior_samples`` (VI), ``n_warmup``, ``n_burnin``
         and ``n_mcmc_samples`` (MCMC), the NSS sizes (``n_live``,
-        ``num_delete``, ``num_inner_steps``), the MAP's ``n_starts``, and flags
-        such as ``use_dense``, ``sample_mode``, ``mirror_samples`` or the Ray
-        Tracing ``integrator``. Traced (changing them compiles nothing): data,
-        noise, mask, keys, start points, iteration counts (VI ``n_kl_iter`` up to
-        64, MAP ``n_steps`` up to 2047, NSS ``max_steps``), tolerances, step sizes,
+        ``num_delete``, ``num_inner_steps``), and flags such as ``use_dense``,
+        ``sample_mode``, ``mirror_samples`` or the Ray Tracing ``integrator``.
+        Traced (changing them compiles nothing): data, noise, mask, keys, start
+        points, iteration counts (VI ``n_kl_iter`` up to 64, MAP ``n_steps`` up
+        to 2047 and ``n_starts``, NSS ``max_steps``), tolerances, step sizes,
         ``target_accept``, Ray Tracing's ``n_steps_per_sample`` and HMC's
         ``num_integration_steps``, and the numbers of chains and seeds (they run
         one after another through one engine). The compilation runs use cheap
-        values of these (e.g. one chain, few iterations, ``start="init"``).
+        values of these (one chain, few iterations, ``start="init"``); a
+        sampler still runs one whole chain of the static sizes, so its
+        compilation costs that run too.
 
         Parameters
         ----------
