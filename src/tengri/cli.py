@@ -50,6 +50,9 @@ def _build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = _build_parser().parse_args(argv)
+    import tengri
+
+    tengri.enable_persistent_cache()  # a fresh process reuses compiled programs
     from tengri.errors import ConfigError, DataError, ParameterError
 
     try:
