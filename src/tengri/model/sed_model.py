@@ -512,9 +512,11 @@ class SEDModel:
 
         True for photometry at a fixed redshift with an attenuation curve of fixed
         shape (``calzetti``, ``cardelli``, ``smc`` or ``none``), bounded priors on
-        ``av`` and ``dust_eta``, and the components SFH, SSP, nebular and dust
-        attenuation (see :mod:`tengri.model.band_tables`). Predictions
-        (:meth:`predict_photometry`, …) always run the chain.
+        ``av`` and ``dust_eta``, and the components SFH, SSP, nebular emission, dust
+        attenuation and dust emission (see :mod:`tengri.model.band_tables`); the
+        chain otherwise. Predictions (:meth:`predict_photometry`, …) always run the
+        chain. ``prepare`` warns (RuntimeWarning) when a galaxy's tables have an
+        interpolation error bound above 1e-4.
         """
         return self._band_table_plan is not None
 
@@ -576,6 +578,17 @@ class SEDModel:
             if sub.error_bound <= _BAND_TABLE_TOLERANCE:
                 break
         return n_sub
+
+    @cached_property
+    def _age_weights(self) -> dict:
+        """The chain's birth-cloud shares per SSP age and, with nebular emission, the
+        SSP-age → nebular-age weights of the lit nebular ages (the same for every call)."""
+        edges = jnp.asarray(self.grids["age_bin_edges_yr"])
+        out = {"young_share": nebular_physics.birth_cloud_fraction(edges, self.t_bc_yr)}
+        if self.nebular:
+            weights = nebular_physics.nebular_age_weights(edges, self.grids["neb_age_bin_edges_yr"], self.t_bc_yr)
+            out["nebular_age_weights"] = weights[:, self._band_table_plan["nebular_ages"]]
+        return out
 
     @cached_property
     def _bolometric_weights(self) -> np.ndarray:
@@ -647,6 +660,7 @@ class SEDModel:
                 RuntimeWarning, stacklevel=3,
             )
         out["ssp_z"] = jnp.asarray(self.ssp.metallicity_zsun, jnp.float64)
+        out.update(self._age_weights)
         out["age_of_universe_yr"] = jnp.asarray(
             float(cosmology.age_of_universe_gyr(fixed_values["redshift"], self.cosmo)) * _GYR
         )
@@ -708,7 +722,7 @@ class SEDModel:
         plan = self._band_table_plan
         state = {"age_of_universe_yr": tables["age_of_universe_yr"], "derived": {}}
         mass = self.components[0].apply(state, theta, grids)["mass_per_age"]  # the chain's SFH
-        young_share = nebular_physics.birth_cloud_fraction(grids["age_bin_edges_yr"], self.t_bc_yr)
+        young_share = tables["young_share"]
         dusty = plan["k"] is not None
         a_ism = theta["av"] if dusty else 0.0
         a_young = theta["dust_eta"] * theta["av"] if dusty else 0.0
@@ -723,10 +737,7 @@ class SEDModel:
                    a_ism)]
         if self.nebular:
             groups.append(("young", (z_start, 0), young_mass, a_young))
-            neb_weights = nebular_physics.nebular_age_weights(
-                grids["age_bin_edges_yr"], grids["neb_age_bin_edges_yr"], self.t_bc_yr
-            )
-            neb_mass = (mass @ neb_weights)[plan["nebular_ages"]]
+            neb_mass = mass @ tables["nebular_age_weights"]
             shape = tables["nebular"].shape
             zn_start, zn_weights = _bracket_or_fixed(tables["neb_z"], theta["metallicity"], shape[3])
             u_start, u_weights = _bracket_or_fixed(tables["neb_log_u"], theta["log_u"], shape[4])
