@@ -307,9 +307,13 @@ def interpolate_axis(values: np.ndarray, nodes: np.ndarray, x: float, axis: int)
     xc = float(np.clip(x, nodes[0], nodes[-1]))
     start = int(np.clip(np.searchsorted(nodes, xc, side="right") - 1, 0, nodes.size - 2))
     upper = (xc - nodes[start]) / (nodes[start + 1] - nodes[start])
-    lower_values = np.take(values, [start], axis=axis)
-    upper_values = np.take(values, [start + 1], axis=axis)
-    return (1.0 - upper) * lower_values + upper * upper_values
+    index = [slice(None)] * np.ndim(values)
+    index[axis] = slice(start, start + 2)
+    pair = np.asarray(values)[tuple(index)]  # a view of the two nodes
+    lower, upper_values = np.split(pair, 2, axis=axis)
+    out = lower * (1.0 - upper)
+    out += upper * upper_values
+    return out
 
 
 # --- per call (pure jax.numpy) ------------------------------------------------------------
