@@ -93,17 +93,29 @@ class Fitter:
         Observed band fluxes f_ν [erg/s/cm²/Hz].
     noise : array_like, shape (n_data,)
         1σ uncertainties, same units; must be finite and > 0 where used.
+    data : array_like or dict
+        For a Spectroscopy model the spectrum (n_pix,) in its ``flux_unit``; for
+        a joint model ``[band fluxes (n_band,), spectrum (n_pix,)]`` or a dict
+        ``{"phot": …, "spec": …}`` (``flux_obs`` / ``spec_obs`` also accepted, and
+        ``wave_spec``: this galaxy's pixel centres [Å]); noise and data_mask in the
+        same layout (see :mod:`tengri.inference.spectro_likelihood`).
     data_type : str or None
-        ``"photometry"`` (inferred from ``model.observation`` when None).
-        Spectroscopic and joint likelihoods arrive with the spectroscopy layer;
-        asking for them now raises ParameterError.
+        ``"photometry"``, ``"spectroscopy"`` or ``"joint"``; inferred from
+        ``model.observation`` when None, and must agree with it when given.
     data_mask : array_like of bool, optional
         True = use the datum; False excludes it (non-detections, bad bands).
     fixed : mapping, optional
         Per-galaxy values of fixed parameters, e.g. ``{"redshift": 1.3}``.
     calibration_marginalize, cal_n_poly, cal_prior_sigma, eline_marginalize, eline_prior_type
-        Spectroscopic options (see the seed API); they apply only to
-        spectroscopic data and are rejected for photometry.
+        Spectroscopic options, rejected for photometry: the model spectrum times
+        ``1 + Σ_{k=1..cal_n_poly} c_k T_k(x)`` with c_k ~ N(0, cal_prior_sigma²)
+        integrated out analytically; the named lines' amplitudes integrated out
+        (``eline_marginalize`` None = from the Spectroscopy's ``eline_mode``; it
+        must agree) with an ``eline_prior_type`` "flat" or "cloudy" prior (None =
+        the Spectroscopy's). Posterior.eline_fluxes then holds per-draw line
+        fluxes [erg/s/cm²] drawn from their conditional Gaussian (the conditional
+        mean for the MAP); with ``eline_mode="fitted"`` the fitted fluxes. See
+        :mod:`tengri.inference.spectro_likelihood`.
     compile_modes : None, str, sequence of str, or "auto"
         Compile these in a background daemon thread, so that compilation
         overlaps whatever the caller does before ``run``: VI sample modes (of
@@ -155,16 +167,24 @@ class Fitter:
             data_type = inferred
         if data_type not in _DATA_TYPES:
             raise ParameterError(f"data_type {data_type!r} unknown; valid: {', '.join(_DATA_TYPES)}")
-        if data_type != "photometry":
+        if data_type != inferred:
             raise ParameterError(
-                f"data_type {data_type!r} needs a spectroscopic observation, which this model "
-                f"does not have (observation: {model.observation!r})"
+                f"data_type {data_type!r} does not match the model's observation "
+                f"({model.observation!r}, kind {inferred!r}); build the SEDModel with the observation to fit"
             )
-        if calibration_marginalize or eline_marginalize:
+        if data_type == "photometry" and (calibration_marginalize or eline_marginalize):
             raise ParameterError(
                 "calibration_marginalize / eline_marginalize apply to spectroscopic data only "
                 f"(data_type is {data_type!r})"
             )
+        spectral = None
+        if data_type != "photometry":
+            from tengri.inference import spectro_likelihood
+
+            spectral = dict(calibration_marginalize=calibration_marginalize, cal_n_poly=cal_n_poly,
+                            cal_prior_sigma=cal_prior_sigma, eline_marginalize=eline_marginalize,
+                            eline_prior_type=eline_prior_type)
+            spectro_likelihood.spectral_options(model, **spectral)  # validate before building
         if memory_mode not in MEMORY_MODES:
             raise ParameterError(
                 f"memory_mode {memory_mode!r} unknown; valid: {', '.join(MEMORY_MODES)}")
@@ -177,9 +197,14 @@ class Fitter:
         self.cal_prior_sigma = float(cal_prior_sigma)
         self.eline_marginalize = eline_marginalize
         self.eline_prior_type = eline_prior_type
-        problem = model.build_problem(data, noise, data_mask, fixed=fixed)
-        self.data = np.asarray(data, dtype=np.float64)
-        self.noise = np.asarray(noise, dtype=np.float64)
+        if spectral is None:
+            problem = model.build_problem(data, noise, data_mask, fixed=fixed)
+            self.data = np.asarray(data, dtype=np.float64)
+            self.noise = np.asarray(noise, dtype=np.float64)
+        else:
+            problem = model.build_problem(data, noise, data_mask, fixed=fixed, spectral=spectral)
+            self.data, self.noise = (self._joined(model, v, name) for v, name in ((data, "data"), (noise, "noise")))
+        self._spectral = spectral
         self.mask = np.asarray(problem.data_args["mask"])
         self.fixed = dict(fixed or {})
         self._signature = (
@@ -193,6 +218,38 @@ class Fitter:
         self._background_error: BaseException | None = None
         if modes is not None and not _background_compile_disabled():
             self._start_background_compile(modes)
+
+    @staticmethod
+    def _joined(model, value, what: str) -> np.ndarray:
+        """Data or noise as one array [photometry, spectrum] (either accepted layout)."""
+        from tengri.inference.spectro_likelihood import split_joint
+
+        n_phot = model.photometry.n_data if model.photometry is not None else 0
+        phot, spec = split_joint(model, value, what, n_phot, model.spectroscopy.n_data)
+        parts = ([np.asarray(phot, np.float64)] if n_phot else []) + [np.asarray(spec, np.float64)]
+        return np.concatenate(parts)
+
+    def _eline_results(self, raw: RawResult, n_draws: int) -> dict:
+        """Posterior kwargs with the named lines' fluxes (conditional draws, or the conditional
+        mean for a point estimate); empty without spectroscopic lines."""
+        if self._spectral is None:
+            return {}
+        from tengri.inference.spectro_likelihood import line_flux_function
+
+        fn = line_flux_function(self.model, **self._spectral)
+        if fn is None:
+            return {}
+        lines = self.model.spectroscopy.lines
+        if raw.samples is None:
+            z = np.asarray(raw.point)[None, :]
+            fluxes = np.asarray(fn(jax.device_put(z), self.problem.data_args, jax.random.split(jax.random.PRNGKey(0), 1))[0])[0]
+        else:
+            s = np.asarray(raw.samples).reshape(-1, np.asarray(raw.samples).shape[-1])
+            keys = jax.random.split(jax.random.PRNGKey(1), s.shape[0])
+            fluxes = np.concatenate([np.asarray(fn(jax.device_put(s[i:i + 512]), self.problem.data_args,
+                                                   keys[i:i + 512])[1]) for i in range(0, s.shape[0], 512)])
+        return {"eline_fluxes": fluxes, "eline_names": list(lines.names),
+                "eline_wavelengths_aa": np.asarray(lines.wavelength_aa)}
 
     # --- public API ---------------------------------------------------------------------
     @property
@@ -515,6 +572,7 @@ class Fitter:
             n_chains=n_chains,
             model=self.model,
             fitter=self,
+            **self._eline_results(raw, 0),
         )
 
 
