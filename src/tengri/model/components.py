@@ -26,7 +26,8 @@ from tengri.errors import ParameterError
 from tengri.params import Fixed, LogUniform, Uniform
 from tengri.physics import attenuation, dust_emission, nebular, sfh
 
-__all__ = ["StarFormationHistory", "StellarPopulation", "NebularEmission", "DustAttenuation", "DustEmission"]
+__all__ = ["StarFormationHistory", "StellarPopulation", "NebularEmission", "DustAttenuation", "DustEmission",
+           "ShockEmission", "AGNEmission", "RadioEmission", "XRayEmission"]
 
 YR_PER_GYR = 1e9
 C_AA_PER_S = 2.99792458e18
@@ -193,9 +194,7 @@ class DustAttenuation:
     ``10^(−0.4 (η − 1) A_V k(λ))`` so that it sees ``η A_V`` in total (bagpipes'
     convention; η = ``dust_eta``, default fixed at 1, i.e. no extra attenuation).
     Publishes ``sed_dust_attenuated`` (stellar, after dust), ``sed_nebular``
-    (after dust), ``nebular_transmission`` (n_wave,) (the factor the nebular light
-    got; the spectrum uses it for line fluxes) and ``luminosity_absorbed`` [erg/s]
-    for energy balance.
+    (after dust) and ``luminosity_absorbed`` [erg/s] for energy balance.
     """
 
     law: str = "calzetti"
@@ -233,7 +232,7 @@ class DustAttenuation:
         derived = dict(state["derived"])
         derived["luminosity_absorbed"] = jnp.sum((intrinsic - total) * dnu)
         return {**state, "sed": total, "sed_dust_attenuated": stellar_att, "sed_nebular": neb_att,
-                "nebular_transmission": ism * birth, "derived": derived}
+                "derived": derived}
 
     def signature(self):
         return ("dust", self.law, self.t_bc_yr)
@@ -294,3 +293,280 @@ class DustEmission:
 
     def signature(self):
         return ("dust_emission", self.model)
+
+
+# --- components beyond stars, nebulae and dust (energy sources of their own) -------------
+def _frequency_widths_hz(arrays):
+    """ν Δln λ per grid point [Hz]: the quadrature every component integrates L_ν with."""
+    return C_AA_PER_S / arrays["wavelength_aa"] * arrays["dlnlam"]
+
+
+def _intrinsic_sed(state):
+    """Stars and nebular emission before dust [erg/s/Hz] (birth clouds' ionising light removed)."""
+    sed = state["stellar_old"] + state["stellar_young"]
+    return sed + state["sed_nebular_intrinsic"] if "sed_nebular_intrinsic" in state else sed
+
+
+def _running_total(state):
+    """The running total L_ν; without dust it starts as the intrinsic light."""
+    return state["sed"] if "sed" in state else _intrinsic_sed(state)
+
+
+def _check_settings(component: str, given: dict, accepted) -> dict:
+    bad = sorted(set(given) - set(accepted))
+    if bad:
+        raise ParameterError(f"unknown {component} settings {bad}; valid: {sorted(accepted)}")
+    return dict(given)
+
+
+@dataclass(frozen=True)
+class ShockEmission:
+    """Fast radiative shocks: lines with shock ratios plus recombination continuum.
+
+    Adds ``shock_fraction`` × the H II regions' Hβ luminosity in the line template
+    of :mod:`tengri.physics.shock`, plus the same fraction of their nebular
+    continuum (needs :class:`NebularEmission`). The shocked gas lies in the diffuse
+    ISM: it is dimmed by the ISM attenuation curve only (A_V, not η A_V), and the
+    luminosity its dust absorbs joins ``luminosity_absorbed`` so that
+    :class:`DustEmission` (which must come after) re-emits it.
+    Publishes ``sed_shock`` (after dust) and ``sed_shock_intrinsic`` [erg/s/Hz].
+    """
+
+    dust_law: str = "none"  # the model's attenuation curve, or "none"
+
+    name = "shock"
+    settings = ()
+
+    def defaults(self):
+        return {"shock_fraction": Uniform(0.0, 1.0)}
+
+    def arrays(self, wavelength_aa):
+        import jax
+
+        from tengri.data.nebular_grid import load_nebular_grid
+        from tengri.physics import shock
+
+        grid = load_nebular_grid()
+        matrix = np.asarray(jax.jit(nebular.line_lnu_matrix)(
+            jnp.asarray(wavelength_aa, float), jnp.asarray(grid.line_wavelength_aa)))
+        hbeta = np.asarray([str(n) == shock.HBETA_LINE for n in grid.line_names], float)
+        return {
+            "shock_line_matrix": matrix,  # (n_lines, n_wave): NebularEmission's deposition
+            "shock_hbeta_selector": hbeta,
+            "shock_template_lnu_per_hbeta": shock.shock_line_weights(grid.line_names) @ matrix,
+        }
+
+    def apply(self, state, theta, arrays):
+        from tengri.physics import shock
+
+        lines = state["line_luminosity"]
+        continuum = state["sed_nebular_intrinsic"] - lines @ arrays["shock_line_matrix"]
+        hbeta = lines @ arrays["shock_hbeta_selector"]
+        intrinsic = shock.shock_lnu(theta["shock_fraction"], continuum, hbeta, arrays["shock_template_lnu_per_hbeta"])
+        derived = dict(state["derived"])
+        if self.dust_law == "none":
+            dimmed = intrinsic
+        else:
+            dimmed = intrinsic * 10.0 ** (-0.4 * theta["av"] * _attenuation_k(self.dust_law, theta, arrays))
+            derived["luminosity_absorbed"] = derived["luminosity_absorbed"] + jnp.sum(
+                (intrinsic - dimmed) * _frequency_widths_hz(arrays))
+        return {**state, "sed": _running_total(state) + dimmed, "sed_shock": dimmed,
+                "sed_shock_intrinsic": intrinsic, "derived": derived}
+
+    def signature(self):
+        return ("shock", self.dust_law)
+
+
+def _attenuation_k(law, theta, arrays):
+    """A_λ/A_V of ``law`` on the grid, as DustAttenuation evaluates it."""
+    curve = attenuation.attenuation_curve(law)
+    if curve.param_names:
+        return curve(arrays["wavelength_aa"], **{p: theta[p] for p in curve.param_names})
+    return arrays["dust_k"]
+
+
+@dataclass(frozen=True)
+class AGNEmission:
+    """Accretion disk and dusty torus of an AGN (:mod:`tengri.physics.agn`).
+
+    The AGN's bolometric luminosity is ``agn_fraction`` × the host's intrinsic
+    (dust-free) stellar + nebular luminosity on the model grid (as Prospector's
+    ``fagn`` is relative to the stellar luminosity). A fraction
+    ``agn_torus_covering`` of it is re-emitted by the torus, whose coldest dust is
+    at ``agn_torus_temperature_k``; the rest leaves as disk light. Not attenuated
+    by host dust. Publishes ``sed_agn`` (n_wave,) [erg/s/Hz] and in ``derived``
+    ``luminosity_agn`` [erg/s] and ``agn_lnu_2500aa`` (the disk's L_ν at 2500 Å,
+    before the torus) [erg/s/Hz].
+
+    Settings: ``torus_hottest_temperature_k`` (1500, dust sublimation),
+    ``torus_beta`` (emissivity index, 1.5), ``torus_n_temperatures`` (8).
+    """
+
+    torus_hottest_temperature_k: float = 1500.0
+    torus_beta: float = 1.5
+    torus_n_temperatures: int = 8
+
+    name = "agn"
+    settings = ("torus_hottest_temperature_k", "torus_beta", "torus_n_temperatures")
+
+    def __post_init__(self):
+        if not self.torus_hottest_temperature_k > 0:
+            raise ParameterError(f"agn torus_hottest_temperature_k must be > 0, got {self.torus_hottest_temperature_k}")
+        if int(self.torus_n_temperatures) != self.torus_n_temperatures or self.torus_n_temperatures < 2:
+            raise ParameterError(f"agn torus_n_temperatures must be an integer ≥ 2, got {self.torus_n_temperatures}")
+
+    def defaults(self):
+        return {
+            "agn_fraction": LogUniform(1e-4, 3.0),
+            "agn_torus_covering": Fixed(0.5),
+            "agn_torus_temperature_k": Fixed(100.0),
+        }
+
+    def arrays(self, wavelength_aa):
+        from tengri.physics import agn
+
+        return {
+            "agn_disk_lnu": np.asarray(agn.accretion_disk_lnu_per_unit_luminosity(wavelength_aa)),
+            "agn_disk_lnu_2500aa": np.asarray(agn.accretion_disk_lnu_per_unit_luminosity(np.array([2500.0])))[0],
+        }
+
+    def apply(self, state, theta, arrays):
+        from tengri.physics import agn
+
+        dnu = _frequency_widths_hz(arrays)
+        luminosity = theta["agn_fraction"] * jnp.sum(_intrinsic_sed(state) * dnu)
+        covering = theta["agn_torus_covering"]
+        torus = agn.torus_lnu_per_unit_luminosity(
+            theta["agn_torus_temperature_k"], self.torus_hottest_temperature_k, self.torus_beta,
+            int(self.torus_n_temperatures), arrays["wavelength_aa"], dnu)
+        sed_agn = luminosity * ((1.0 - covering) * arrays["agn_disk_lnu"] + covering * torus)
+        derived = dict(state["derived"])
+        derived["luminosity_agn"] = luminosity
+        derived["agn_lnu_2500aa"] = luminosity * arrays["agn_disk_lnu_2500aa"]
+        return {**state, "sed": _running_total(state) + sed_agn, "sed_agn": sed_agn, "derived": derived}
+
+    def signature(self):
+        return ("agn", self.torus_hottest_temperature_k, self.torus_beta, int(self.torus_n_temperatures))
+
+
+@dataclass(frozen=True)
+class RadioEmission:
+    """Synchrotron (IR–radio correlation) and free–free radio continuum (:mod:`tengri.physics.radio`).
+
+    Synchrotron is normalised to the 8–1000 µm luminosity of the host's dust
+    emission (``sed_dust_ir``; without :class:`DustEmission`, to the absorbed
+    luminosity, which dust re-emits in the infrared) through ``radio_qir`` and
+    falls as ν^−``radio_alpha``. Free–free follows from the ionising-photon rate of
+    the stars inside birth clouds (the light the nebular component reprocesses),
+    counted on the SSP grid, and is added longward of ``free_free_min_wavelength_aa``
+    (the nebular continuum's red end). Needs dust attenuation.
+    Publishes ``sed_radio`` (n_wave,) [erg/s/Hz] and in ``derived``
+    ``ionising_photon_rate`` [1/s], ``luminosity_ir_8_1000um`` [erg/s],
+    ``lnu_synchrotron_1p4ghz`` [erg/s/Hz].
+
+    Settings: ``electron_temperature_k`` (10⁴ K).
+    """
+
+    ssp_ionising_photons_per_msun: np.ndarray  # (n_z, n_age) Q(H) per M☉ formed [1/s]
+    free_free_min_wavelength_aa: float = 3.6e8
+    electron_temperature_k: float = 1e4
+
+    name = "radio"
+    settings = ("electron_temperature_k",)
+
+    def __post_init__(self):
+        if not self.electron_temperature_k > 0:
+            raise ParameterError(f"radio electron_temperature_k must be > 0, got {self.electron_temperature_k}")
+
+    def defaults(self):
+        from tengri.physics import radio
+
+        return {"radio_qir": Fixed(radio.BELL03_Q_IR), "radio_alpha": Fixed(0.8)}
+
+    def arrays(self, wavelength_aa):
+        from tengri.physics import radio
+
+        return {
+            "radio_q_per_msun": np.asarray(self.ssp_ionising_photons_per_msun, float),
+            "radio_free_free_per_q": np.asarray(radio.free_free_lnu_per_ionising_photon_rate(
+                self.electron_temperature_k, wavelength_aa, self.free_free_min_wavelength_aa)),
+        }
+
+    def apply(self, state, theta, arrays):
+        from tengri.physics import radio
+
+        dnu = _frequency_widths_hz(arrays)
+        if "sed_dust_ir" in state:
+            l_ir = jnp.sum(state["sed_dust_ir"] * radio.total_infrared_weights_hz(arrays["wavelength_aa"], dnu))
+        else:
+            l_ir = state["derived"]["luminosity_absorbed"]
+        lnu_1p4 = radio.synchrotron_lnu_1p4ghz_erg_s_hz(l_ir, theta["radio_qir"])
+        synchrotron = radio.synchrotron_lnu(lnu_1p4, theta["radio_alpha"], arrays["wavelength_aa"])
+        i, t = _interp_weights(arrays["ssp_z"], theta["metallicity"])
+        q_per_msun = (1 - t) * arrays["radio_q_per_msun"][i] + t * arrays["radio_q_per_msun"][i + 1]
+        q_h = jnp.sum(state["mass_per_age"] * state["young_share"] * q_per_msun)
+        sed_radio = synchrotron + q_h * arrays["radio_free_free_per_q"]
+        derived = dict(state["derived"])
+        derived.update(ionising_photon_rate=q_h, luminosity_ir_8_1000um=l_ir, lnu_synchrotron_1p4ghz=lnu_1p4)
+        return {**state, "sed": _running_total(state) + sed_radio, "sed_radio": sed_radio, "derived": derived}
+
+    def signature(self):
+        return ("radio", self.free_free_min_wavelength_aa, self.electron_temperature_k,
+                np.shape(self.ssp_ionising_photons_per_msun))
+
+
+@dataclass(frozen=True)
+class XRayEmission:
+    """X-ray binaries (Lehmer et al. 2010) and, with an AGN, its corona via α_ox.
+
+    See :mod:`tengri.physics.xray`. Binaries scale with ``derived`` ``stellar_mass``
+    and ``sfr_100myr``; the AGN corona with ``agn_lnu_2500aa`` from
+    :class:`AGNEmission` (which must come first). No free parameters; no X-ray
+    absorption. Publishes ``sed_xray`` (n_wave,) [erg/s/Hz] and in ``derived``
+    ``luminosity_xrb_2_10kev`` [erg/s] (and ``agn_lnu_2kev`` [erg/s/Hz]).
+
+    Settings: ``binaries`` (True), ``photon_index_binaries`` (2.0),
+    ``photon_index_agn`` (1.9); ``agn`` is set by the model when the AGN is on.
+    """
+
+    agn: bool = False
+    binaries: bool = True
+    photon_index_binaries: float = 2.0
+    photon_index_agn: float = 1.9
+
+    name = "xray"
+    settings = ("binaries", "photon_index_binaries", "photon_index_agn")
+
+    def __post_init__(self):
+        if not (self.agn or self.binaries):
+            raise ParameterError("xray: binaries=False and no AGN leaves nothing to emit; turn xray off instead")
+
+    def defaults(self):
+        return {}
+
+    def arrays(self, wavelength_aa):
+        from tengri.physics import xray
+
+        return {
+            "xrb_lnu_per_lx": np.asarray(xray.power_law_lnu_per_2_10kev_luminosity(
+                self.photon_index_binaries, wavelength_aa)),
+            "xagn_lnu_per_l2kev": np.asarray(xray.power_law_lnu(self.photon_index_agn, 2.0, wavelength_aa)),
+        }
+
+    def apply(self, state, theta, arrays):
+        from tengri.physics import xray
+
+        derived = dict(state["derived"])
+        sed_xray = jnp.zeros_like(arrays["wavelength_aa"])
+        if self.binaries:
+            l_x = xray.xray_binary_luminosity_2_10kev_erg_s(derived["stellar_mass"], derived["sfr_100myr"])
+            derived["luminosity_xrb_2_10kev"] = l_x
+            sed_xray = sed_xray + l_x * arrays["xrb_lnu_per_lx"]
+        if self.agn:
+            l_2kev = xray.agn_lnu_2kev_from_2500aa(derived["agn_lnu_2500aa"])
+            derived["agn_lnu_2kev"] = l_2kev
+            sed_xray = sed_xray + l_2kev * arrays["xagn_lnu_per_l2kev"]
+        return {**state, "sed": _running_total(state) + sed_xray, "sed_xray": sed_xray, "derived": derived}
+
+    def signature(self):
+        return ("xray", self.agn, self.binaries, self.photon_index_binaries, self.photon_index_agn)

@@ -4,11 +4,45 @@ Format::
 
     [model]
     sfh = "delayed"            # constant | exponential | delayed | lognormal | dpl | burst
-    dust = "calzetti"          # calzetti | none
+    dust = "calzetti"          # calzetti | cf00 | smc | kc13 | cardelli89 | salim18 | none
     nebular = true
     dust_emission = false      # false | true (= "dl07") | "mbb": IR re-emission, energy balance
     igm = "inoue14"            # inoue14 | none
     cosmology = { h0 = 70.0, om0 = 0.3 }   # or "planck18"
+    agn = false                # or true, or a table of settings (below)
+    radio = false
+    xray = false
+    shock = false
+
+``dust`` names: ``calzetti`` (Calzetti et al. 2000), ``cf00`` (Charlot & Fall 2000
+power law, slope ``dust_n`` ~ Uniform(0.3, 2.5)), ``smc`` (Gordon et al. 2003),
+``kc13`` (= ``kriek_conroy``, Kriek & Conroy 2013; ``dust_delta`` ~ Uniform(-1.2,
+0.4)), ``cardelli89`` (= ``cardelli``, Cardelli et al. 1989, R_V = 3.1),
+``salim18`` (= ``salim``, Salim et al. 2018; ``dust_delta``, ``dust_bump`` ~
+Uniform(0, 5)). All take ``av`` [mag] ~ Uniform(0, 3) and ``dust_eta`` = Fixed(1).
+
+The components beyond stars, nebulae and dust (``tengri.model.components``), with
+their parameters (set priors in ``[params.<name>]``) and settings (the table form,
+e.g. ``agn = { torus_beta = 2.0 }``):
+
+=========  ==========================================  ====================================
+key        parameters, default prior                   settings (default)
+=========  ==========================================  ====================================
+``agn``    ``agn_fraction`` L_AGN / host intrinsic     ``torus_hottest_temperature_k``
+           L_bol, LogUniform(1e-4, 3);                 (1500), ``torus_beta`` (1.5),
+           ``agn_torus_covering`` Fixed(0.5);          ``torus_n_temperatures`` (8)
+           ``agn_torus_temperature_k`` [K] Fixed(100)
+``radio``  ``radio_qir`` Fixed(2.64) (Bell 2003);      ``electron_temperature_k`` (1e4)
+           ``radio_alpha`` Fixed(0.8)
+``xray``   none (Lehmer et al. 2010 binaries; AGN      ``binaries`` (true),
+           corona via α_ox, Just et al. 2007)           ``photon_index_binaries`` (2.0),
+                                                       ``photon_index_agn`` (1.9)
+``shock``  ``shock_fraction`` shock Hβ / H II Hβ,      none
+           Uniform(0, 1)
+=========  ==========================================  ====================================
+
+``radio`` needs a dust law and ``shock`` needs ``nebular = true``; ``radio`` and
+``xray`` extend the default wavelength grid to 10 m and down to 1 Å.
 
     [data]
     flux_unit = "uJy"          # uJy | nJy | mJy | Jy | cgs | maggie | zp25
@@ -40,7 +74,7 @@ from tengri.model.observation import FLUX_UNITS, Photometry
 
 __all__ = ["CatalogSpec", "load_config", "model_from_config"]
 
-_MODEL_KEYS = {"sfh", "dust", "nebular", "dust_emission", "igm", "cosmology"}
+_MODEL_KEYS = {"sfh", "dust", "nebular", "dust_emission", "igm", "cosmology", "agn", "radio", "xray", "shock"}
 _DATA_KEYS = {"flux_unit", "filters", "missing_below"}
 
 

@@ -30,15 +30,19 @@ from tengri.errors import DataError, ParameterError
 from tengri.inference.problem import Problem
 from tengri.model import band_tables
 from tengri.model import components as comp
-from tengri.model import spectrum as spectrum_model
-from tengri.model.observation import Photometry, Spectroscopy, as_observation
+from tengri.model.observation import Photometry
 from tengri.params import Fixed, Parameters, Prior, Uniform
 from tengri.physics import attenuation, bandpass, cosmology, igm
 from tengri.physics import dust_emission as dust_emission_physics
 from tengri.physics import nebular as nebular_physics
 from tengri.physics import sfh as sfh_physics
 
-__all__ = ["SEDModel"]
+__all__ = ["SEDModel", "SED_COMPONENT_SUM_KEYS"]
+
+SED_COMPONENT_SUM_KEYS = ("sed_attenuated", "sed_nebular", "sed_shock", "sed_dust_ir", "sed_agn", "sed_radio",
+                          "sed_xray")
+"""The keys of :meth:`SEDModel.sed_components` whose sum is ``sed_total`` (those present)."""
+
 
 _DUST_LAWS = ("none", *attenuation.ATTENUATION_CURVES)
 _IGM_MODELS = ("inoue14", "none")
@@ -54,21 +58,16 @@ class SEDModel:
         Free and fixed parameters. Parameters a component needs but that are not
         given take the component's default prior (see :meth:`default_priors`);
         ``redshift`` has no default and must be given (fixed, a prior, or per galaxy).
-    observation : Photometry, Spectroscopy or (Photometry, Spectroscopy), optional
-        What is observed; needed for :meth:`predict_photometry`,
-        :meth:`predict_spectrum` and fitting. A pair becomes a
-        :class:`tengri.model.Joint` (``model.observation.kind == "joint"``). With
-        a spectrum the model adds ``veldisp_kms`` (σ [km/s], default prior
-        Uniform(10, 400)) and, for ``eline_mode="fitted"``, ``eline_scale_<line>``
-        (default LogUniform(0.1, 10)); its default wavelength grid gets the SSP's
-        full resolution over the rest-frame range the spectrum can reach.
+    observation : Photometry, optional
+        What is observed; needed for :meth:`predict_photometry` and fitting.
     sfh : str
         Star-formation history family: ``constant``, ``exponential``, ``delayed``,
         ``lognormal``, ``dpl`` or ``burst``.
     dust : str
         Attenuation curve, one of ``tengri.physics.attenuation.ATTENUATION_CURVES``
         (``calzetti`` — Calzetti et al. 2000 —, ``cardelli``, ``smc``,
-        ``kriek_conroy``, ``salim``, ``cf00``) or ``none``; stars younger than
+        ``kriek_conroy``, ``salim``, ``cf00``; aliases ``kc13``, ``cardelli89``,
+        ``salim18``) or ``none``; stars younger than
         ``t_bc_yr`` see ``dust_eta`` times more (see ``components.DustAttenuation``).
     nebular : bool
         Nebular continuum and lines from the Cloudy grids (parameter ``log_u``).
@@ -92,6 +91,27 @@ class SEDModel:
     per_galaxy : tuple of str
         Fixed parameters whose value must be given for each galaxy (e.g. a
         catalog redshift column); :meth:`prepare` refuses to run without them.
+    agn : bool or dict
+        Accretion disk + dusty torus (``components.AGNEmission``): ``agn_fraction``
+        (AGN / host intrinsic bolometric luminosity, default LogUniform(1e-4, 3)),
+        ``agn_torus_covering`` (Fixed(0.5)), ``agn_torus_temperature_k``
+        (coldest torus dust, Fixed(100)); a dict gives its settings.
+    radio : bool or dict
+        Synchrotron from the IR–radio correlation + free–free
+        (``components.RadioEmission``): ``radio_qir`` (Fixed(2.64), Bell 2003),
+        ``radio_alpha`` (Fixed(0.8)). Needs a dust law. Extends the default grid
+        to 10 m (30 MHz).
+    xray : bool or dict
+        X-ray binaries (Lehmer et al. 2010) and, with ``agn``, the AGN corona via
+        α_ox (``components.XRayEmission``); no free parameters, no absorption.
+        Extends the default grid down to 1 Å (12.4 keV).
+    shock : bool or dict
+        Fast radiative shocks (``components.ShockEmission``): ``shock_fraction``
+        (shock Hβ / H II-region Hβ, default Uniform(0, 1)). Needs ``nebular``.
+
+    The published parts of the SED are listed in :meth:`sed_components`. With
+    any of ``agn``, ``radio``, ``xray``, ``shock`` on, the likelihood runs the
+    component chain (no band tables, see :attr:`uses_band_tables`).
     """
 
     def __init__(
@@ -109,6 +129,10 @@ class SEDModel:
         wavelength_aa=None,
         t_bc_yr: float = 1e7,
         per_galaxy: tuple[str, ...] = (),
+        agn: bool | Mapping[str, Any] = False,
+        radio: bool | Mapping[str, Any] = False,
+        xray: bool | Mapping[str, Any] = False,
+        shock: bool | Mapping[str, Any] = False,
     ):
         from tengri.data.ssp import load_ssp_grid, photometry_wavelength_grid
 
@@ -116,8 +140,12 @@ class SEDModel:
             raise ParameterError(f"parameters must be a tengri.Parameters, got {type(parameters).__name__}")
         if sfh not in sfh_physics.SFH_FAMILIES:
             raise ParameterError(f"unknown sfh {sfh!r}; valid: {', '.join(sfh_physics.SFH_FAMILIES)}")
+        dust = _DUST_LAW_ALIASES.get(dust, dust)
         if dust not in _DUST_LAWS:
-            raise ParameterError(f"unknown dust law {dust!r}; valid: {', '.join(_DUST_LAWS)}")
+            raise ParameterError(
+                f"unknown dust law {dust!r}; valid: {', '.join(_DUST_LAWS)} "
+                f"(aliases: {', '.join(f'{a}={n}' for a, n in _DUST_LAW_ALIASES.items())})"
+            )
         dust_emission = _dust_emission_model(dust_emission)
         if dust_emission is not None and dust == "none":
             raise ParameterError(
@@ -126,11 +154,11 @@ class SEDModel:
             )
         if igm not in _IGM_MODELS:
             raise ParameterError(f"unknown igm model {igm!r}; valid: {', '.join(_IGM_MODELS)}")
-        self.observation = as_observation(observation)
-        self.photometry = getattr(self.observation, "photometry", self.observation)
-        self.photometry = self.photometry if isinstance(self.photometry, Photometry) else None
-        self.spectroscopy = getattr(self.observation, "spectroscopy", self.observation)
-        self.spectroscopy = self.spectroscopy if isinstance(self.spectroscopy, Spectroscopy) else None
+        if observation is not None and not isinstance(observation, Photometry):
+            raise ParameterError(
+                f"observation must be a Photometry, got {type(observation).__name__}"
+            )
+        self.observation = observation
         self.sfh = sfh
         self.dust = dust
         self.nebular = bool(nebular)
@@ -138,16 +166,22 @@ class SEDModel:
         self.igm = igm
         self.cosmo = _cosmology(cosmology)
         self.t_bc_yr = float(t_bc_yr)
+        self.agn, self.radio, self.xray, self.shock = (
+            _component_settings(name, value, cls)
+            for name, value, cls in (("agn", agn, comp.AGNEmission), ("radio", radio, comp.RadioEmission),
+                                     ("xray", xray, comp.XRayEmission), ("shock", shock, comp.ShockEmission))
+        )  # None (off) or a dict of the component's settings
+        if self.radio is not None and dust == "none":
+            raise ParameterError("radio=True needs dust attenuation: synchrotron follows the infrared "
+                                 "luminosity of the dust (choose a dust law, ideally with dust_emission)")
+        if self.shock is not None and not self.nebular:
+            raise ParameterError("shock=True needs nebular=True: shock lines are scaled to the H II regions' Hβ")
 
         full = ssp if ssp is not None else load_ssp_grid()
         wave = photometry_wavelength_grid() if wavelength_aa is None else np.asarray(wavelength_aa, float)
-        z_range = None
-        if self.spectroscopy is not None:
-            z_range = spectrum_model.redshift_range(self.spectroscopy, parameters["redshift"]
-                                                    if "redshift" in parameters else None, "redshift" in per_galaxy)
-            if wavelength_aa is None:
-                wave = spectrum_model.spectroscopic_wavelength_grid(
-                    wave, full.wavelength_aa, *spectrum_model.rest_range_aa(self.spectroscopy, z_range))
+        if wavelength_aa is None:  # X-rays and radio lie beyond the SSPs: extended with zeros
+            wave = _extended_grid(wave, _XRAY_MIN_WAVELENGTH_AA if self.xray is not None else None,
+                                  _RADIO_MAX_WAVELENGTH_AA if self.radio is not None else None)
         self.ssp = full.resampled(wave) if not np.array_equal(wave, full.wavelength_aa) else full
         self.wavelength_aa = np.asarray(self.ssp.wavelength_aa, float)
 
@@ -157,10 +191,6 @@ class SEDModel:
         not_fixed = [n for n in self.per_galaxy if n not in self.parameters.fixed_values]
         if not_fixed:
             raise ParameterError(f"per_galaxy parameters {not_fixed} must be Fixed in parameters")
-        self._spectrum_plan = None
-        if self.spectroscopy is not None:
-            self._spectrum_plan = spectrum_model.SpectrumPlan.build(
-                self, self.spectroscopy, _veldisp_bounds(self.parameters[spectrum_model.VELDISP_PARAMETER]), z_range)
 
     # --- construction -----------------------------------------------------------------
     def _build_components(self):
@@ -172,17 +202,33 @@ class SEDModel:
             chain.append(comp.NebularEmission(t_bc_yr=self.t_bc_yr))
         if self.dust != "none":
             chain.append(comp.DustAttenuation(law=self.dust, t_bc_yr=self.t_bc_yr))
+        if self.shock is not None:  # before DustEmission, which re-emits what dust takes from it
+            chain.append(comp.ShockEmission(dust_law=self.dust, **self.shock))
         if self.dust_emission is not None:
             chain.append(comp.DustEmission(model=self.dust_emission))
+        if self.agn is not None:
+            chain.append(comp.AGNEmission(**self.agn))
+        if self.radio is not None:
+            chain.append(comp.RadioEmission(self._ssp_ionising_photons_per_msun(), _nebular_red_end_aa(),
+                                            **self.radio))
+        if self.xray is not None:
+            chain.append(comp.XRayEmission(agn=self.agn is not None, **self.xray))
         return tuple(chain)
+
+    def _ssp_ionising_photons_per_msun(self) -> np.ndarray:
+        """Q(H) [photons/s per M☉ formed] of each SSP, shape (n_z, n_age), counted on the model grid."""
+        from tengri.physics import radio
+
+        weights = np.asarray(radio.ionising_photon_weights(self.wavelength_aa, bandpass.log_wavelength_widths(
+            self.wavelength_aa)))
+        ionising = weights > 0
+        return np.asarray(self.ssp.lnu)[..., ionising] @ weights[ionising]
 
     def default_priors(self) -> dict[str, Prior]:
         """Every parameter the components need, with its default prior."""
         out: dict[str, Prior] = {}
         for c in self.components:
             out.update(c.defaults())
-        if self.spectroscopy is not None:
-            out.update(_spectroscopy_defaults(self.spectroscopy, self.nebular))
         return out
 
     def _complete_parameters(self, given: Parameters) -> Parameters:
@@ -217,12 +263,15 @@ class SEDModel:
         """Hashable description of everything that changes compiled code.
 
         Two models with equal signatures can share compiled engines: components,
-        free parameter names and prior kinds, fixed parameter names, grid shapes
-        and observation.
+        free parameter names and prior kinds, fixed parameter names, grid shapes,
+        observation and cosmology (H0, Ω_m are compile-time constants of the
+        distance and age integrals).
         """
         obs = self.observation.signature() if self.observation is not None else None
         return (
             tuple(c.signature() for c in self.components),
+            ("cosmology", float(self.cosmo.h0), float(self.cosmo.om0)),
+
             self.parameters.signature(),
             self.ssp.lnu.shape,
             self.igm,
@@ -241,8 +290,8 @@ class SEDModel:
         }
         for c in self.components:
             out.update({k: jnp.asarray(v) for k, v in c.arrays(self.wavelength_aa).items()})
-        if self.photometry is not None:
-            fw, ft = bandpass.pack_filters(self.photometry.filters)
+        if self.observation is not None:
+            fw, ft = bandpass.pack_filters(self.observation.filters)
             out["filter_wave_aa"] = jnp.asarray(fw)
             out["filter_trans"] = jnp.asarray(ft)
         return out
@@ -323,8 +372,8 @@ class SEDModel:
 
     def predict_photometry(self, params: Mapping[str, Any]) -> np.ndarray:
         """Model band fluxes f_ν [erg/s/cm²/Hz], shape (n_band,) or (n, n_band)."""
-        if self.photometry is None:
-            raise ParameterError("predict_photometry needs an observation with Photometry")
+        if self.observation is None:
+            raise ParameterError("predict_photometry needs an observation (Photometry)")
         return self._map("_photometry", params)
 
     def _sed(self, theta, grids):
@@ -351,61 +400,45 @@ class SEDModel:
         return out
 
     def _derived(self, theta, grids):
+        return self._run_chain(theta, grids)["derived"]
+
+    def _components(self, theta, grids):
         state = self._run_chain(theta, grids)
-        if self._spectrum_plan is None:
-            return state["derived"]
-        plan = self._spectrum_plan
-        fluxes = plan.line_fluxes(theta, state, grids)[plan.named] * plan.named_scales(theta)
-        names = self.spectroscopy.line_names
-        return {**state["derived"], **{f"eline_flux_{n}": fluxes[i] for i, n in enumerate(names)}}
+        out = {"sed_total": state["sed"], "sed_intrinsic": comp._intrinsic_sed(state),
+               "sed_stellar_intrinsic": jnp.sum(state["lnu_age"], axis=0)}
+        if "sed_dust_attenuated" in state:
+            out["sed_attenuated"] = state["sed_dust_attenuated"]
+        else:  # no dust: the stars as they leave their birth clouds
+            out["sed_attenuated"] = state["stellar_old"] + state["stellar_young"]
+        if self.nebular:
+            out["sed_nebular"] = state.get("sed_nebular", state["sed_nebular_intrinsic"])
+        for key in ("sed_shock", "sed_dust_ir", "sed_agn", "sed_radio", "sed_xray"):
+            if key in state:
+                out[key] = state[key]
+        return out
 
-    def _spectrum(self, theta, grids, ctx):
-        return self._spectrum_plan.predict(theta, self._run_chain(theta, grids), grids, ctx)
+    def sed_components(self, params: Mapping[str, Any]) -> dict:
+        """The rest-frame SED split into its physical components.
 
-    def predict_spectrum(self, params: Mapping[str, Any], components: bool = False, wavelength_aa=None):
-        """Model spectrum on the Spectroscopy's observed pixels, in its ``flux_unit``.
-
-        The rest-frame SED (fine grid), redshifted, dimmed by the luminosity distance
-        and the IGM, broadened by ``veldisp_kms`` and the instrument's LSF (Gaussians
-        in ln λ, flux-conserving, integrated over each pixel), with every Cloudy line
-        as a Gaussian of the combined width (see :mod:`tengri.model.spectrum`). With
-        ``eline_mode="marginalized"`` the named lines are left out (their amplitudes
-        belong to the likelihood).
-
-        Parameters
-        ----------
-        params : mapping
-            Parameter values (scalars, or (n,) arrays for n spectra).
-        components : bool
-            Return a dict of the parts instead of the flux alone.
-        wavelength_aa : array (n_pix,), optional
-            Other pixel centres of the same length (e.g. one catalog galaxy's).
+        ``sed_total`` is the sum of ``sed_attenuated`` (stars after dust; without
+        dust, after their birth clouds removed the ionising light the nebular
+        component reprocesses), ``sed_nebular`` (after dust), ``sed_shock`` (after
+        dust), ``sed_dust_ir``, ``sed_agn``, ``sed_radio`` and ``sed_xray`` — each
+        present only when its component is on (:data:`SED_COMPONENT_SUM_KEYS`).
+        Not in the sum: ``sed_intrinsic`` (stars + nebular emission before dust,
+        what the dust and the AGN fraction act on) and ``sed_stellar_intrinsic``
+        (the SSP light Σ over ages of ``lnu_age``, ionising light included).
 
         Returns
         -------
-        numpy.ndarray, shape (n_pix,) or (n, n_pix)
-            f_λ [erg/s/cm²/Å] or f_ν in the Spectroscopy's unit, pixel averages.
-        dict, with ``components=True``
-            ``flux``, ``continuum`` (n_pix,); ``line_flux`` (n_named,) [erg/s/cm²]
-            of the named lines after dust and IGM; ``line_templates``
-            (n_named, n_pix) their pixel values per erg/s/cm²; ``line_names``,
-            ``line_wavelengths_aa`` (rest) and ``wavelength_aa`` (pixels).
+        dict
+            ``wavelength`` (n_wave,) rest frame [Å] and the arrays above, L_ν
+            [erg/s/Hz] of shape (n_wave,) for scalar parameters or (n, n_wave) for
+            (n,) arrays.
         """
-        if self.spectroscopy is None:
-            raise ParameterError("predict_spectrum needs an observation with Spectroscopy")
-        ctx = self._spectrum_plan.context(wavelength_aa)
-        values, batch = self._values(params)
-        flat = {k: v.reshape(-1) for k, v in values.items()}
-        if "_spectrum_ctx" not in self._jit_cache:
-            self._jit_cache["_spectrum_ctx"] = jax.jit(jax.vmap(self._spectrum, in_axes=(0, None, None)))
-        out = self._jit_cache["_spectrum_ctx"](flat, self.grids, ctx)
-        out = {k: np.asarray(a).reshape(batch + a.shape[1:]) for k, a in out.items()}
-        if not components:
-            return out["flux"]
-        lines = self.spectroscopy.lines
-        return {"flux": out["flux"], "continuum": out["continuum"], "line_flux": out["named_line_flux"],
-                "line_templates": out["named_line_templates"], "line_names": lines.names,
-                "line_wavelengths_aa": lines.wavelength_aa.copy(), "wavelength_aa": np.asarray(ctx["wavelength_aa"])}
+        out = self._map("_components", params)
+        out["wavelength"] = self.wavelength_aa.copy()
+        return out
 
     def derived_quantities(self, params: Mapping[str, Any]) -> dict:
         """Derived physical quantities.
@@ -480,10 +513,10 @@ class SEDModel:
             "table": jnp.asarray(self.parameters.prior_table(context)),
             "fixed": jnp.asarray([fixed_values[n] for n in sorted(fixed_values)], jnp.float64),
         }
-        if z_fixed is not None and self.photometry is not None:
+        if z_fixed is not None and self.observation is not None:
             w = self._band_matrix_jit(jnp.asarray(z_fixed), self.grids)
             if np.any(np.asarray(jnp.sum(w, axis=1)) <= 0):
-                bad = [self.photometry.filter_names[i] for i in np.flatnonzero(np.asarray(jnp.sum(w, axis=1)) <= 0)]
+                bad = [self.observation.filter_names[i] for i in np.flatnonzero(np.asarray(jnp.sum(w, axis=1)) <= 0)]
                 raise DataError(f"filters {bad} fall outside the model wavelength grid at z={z_fixed}")
             ctx["band_matrix"] = w
             if self._band_table_plan is not None:
@@ -527,13 +560,8 @@ class SEDModel:
 
         return {"log_likelihood": log_likelihood, "residuals": residuals, "predicted": predicted}
 
-    def build_problem(self, data, noise, mask=None, fixed: Mapping[str, float] | None = None,
-                      spectral: Mapping[str, Any] | None = None) -> Problem:
-        """The inference Problem for one galaxy's photometry (or spectrum, or both).
-
-        With a Spectroscopy in the observation this is
-        :func:`tengri.inference.spectro_likelihood.build_problem` (data layout
-        and ``spectral`` options there).
+    def build_problem(self, data, noise, mask=None, fixed: Mapping[str, float] | None = None) -> Problem:
+        """The inference Problem for one galaxy's photometry.
 
         Parameters
         ----------
@@ -546,10 +574,6 @@ class SEDModel:
         """
         if self.observation is None:
             raise ParameterError("the model has no observation; give SEDModel(..., observation=Photometry(...))")
-        if self.spectroscopy is not None:
-            from tengri.inference import spectro_likelihood
-
-            return spectro_likelihood.build_problem(self, data, noise, mask, fixed, **(spectral or {}))
         data, noise, mask = validate_data(data, noise, mask, self.observation.n_data)
         ctx = self.prepare(fixed)
         safe_noise = np.where(mask, noise, 1.0)
@@ -606,7 +630,7 @@ class SEDModel:
     @cached_property
     def _band_table_plan(self) -> dict | None:
         """What the band tables need that is the same for every galaxy, or None."""
-        if self.photometry is None or self.spectroscopy is not None or "redshift" not in self.parameters.fixed_values:
+        if self.observation is None or "redshift" not in self.parameters.fixed_values:
             return None
         if any(type(c) not in _BAND_TABLE_COMPONENTS for c in self.components):
             return None
@@ -847,30 +871,6 @@ class SEDModel:
         return bands + (intrinsic - attenuated) * per_unit
 
 
-def _veldisp_bounds(prior: Prior) -> tuple[float, float]:
-    """(low, high) of the velocity dispersion [km/s]; its window needs a bound."""
-    bounds = _prior_bounds(prior)
-    if bounds is None:
-        raise ParameterError(
-            f"{spectrum_model.VELDISP_PARAMETER} needs a bounded prior or a Fixed value (the spectrum's "
-            f"broadening window is sized by its upper bound), got {prior!r}")
-    if bounds[0] < 0:
-        raise ParameterError(f"{spectrum_model.VELDISP_PARAMETER} must be >= 0 km/s, got prior {prior!r}")
-    return bounds
-
-
-def _spectroscopy_defaults(spectroscopy: Spectroscopy, nebular: bool) -> dict[str, Prior]:
-    """Parameters a spectrum adds: the velocity dispersion and, when fitted, line scales."""
-    out: dict[str, Prior] = {spectrum_model.VELDISP_PARAMETER: Uniform(10.0, 400.0)}
-    if spectroscopy.eline_mode == "fitted":
-        if not nebular:
-            raise ParameterError('eline_mode="fitted" scales the Cloudy lines: it needs nebular=True')
-        from tengri.params import LogUniform
-
-        out.update({spectrum_model.eline_scale_name(n): LogUniform(0.1, 10.0) for n in spectroscopy.line_names})
-    return out
-
-
 def _prior_min(prior: Prior) -> float:
     for attr in ("low", "value", "mu"):
         v = getattr(prior, attr, None)
@@ -920,6 +920,48 @@ def _bracket_or_fixed(nodes: jax.Array, x: jax.Array, axis_length: int) -> tuple
     if axis_length == 1:
         return jnp.zeros((), jnp.int32), jnp.ones(1)
     return band_tables.linear_bracket(nodes, x)
+
+
+_DUST_LAW_ALIASES = {"kc13": "kriek_conroy", "cardelli89": "cardelli", "salim18": "salim"}
+"""Names of the attenuation curves as the issue / config spell them → ATTENUATION_CURVES keys."""
+_XRAY_MIN_WAVELENGTH_AA = 1.0  # 12.4 keV: covers the 2-10 keV band
+_RADIO_MAX_WAVELENGTH_AA = 1.0e11  # 10 m, 30 MHz
+_EXTENSION_RESOLUTION = 20.0  # R = λ/Δλ of the smooth X-ray and radio power laws
+
+
+def _component_settings(name: str, value, component_class) -> dict | None:
+    """``agn``/``radio``/``xray``/``shock`` argument → None (off) or the component's settings."""
+    if value is False or value is None:
+        return None
+    if value is True:
+        return {}
+    if isinstance(value, Mapping):
+        accepted = component_class.settings
+        bad = sorted(set(value) - set(accepted))
+        if bad:
+            raise ParameterError(f"unknown {name} settings {bad}; valid: {sorted(accepted) or 'none'}")
+        return dict(value)
+    raise ParameterError(f"{name} must be True, False or a table of settings, got {value!r}")
+
+
+def _extended_grid(wave: np.ndarray, min_aa: float | None, max_aa: float | None) -> np.ndarray:
+    """``wave`` with log-spaced nodes (R = 20) added down to ``min_aa`` and up to ``max_aa``."""
+    parts = [wave]
+    step = 1.0 / _EXTENSION_RESOLUTION
+    if min_aa is not None and min_aa < wave[0]:
+        n = int(np.ceil(np.log(wave[0] / min_aa) / step))
+        parts.insert(0, wave[0] * np.exp(-step * np.arange(n, 0, -1)))
+    if max_aa is not None and max_aa > wave[-1]:
+        n = int(np.ceil(np.log(max_aa / wave[-1]) / step))
+        parts.append(wave[-1] * np.exp(step * np.arange(1, n + 1)))
+    return np.concatenate(parts)
+
+
+def _nebular_red_end_aa() -> float:
+    """Red end [Å] of the Cloudy nebular continuum (free–free longward of it comes from the radio component)."""
+    from tengri.data.nebular_grid import load_nebular_grid
+
+    return float(load_nebular_grid().wavelength_aa[-1])
 
 
 def _dust_emission_model(value) -> str | None:
