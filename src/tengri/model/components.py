@@ -194,7 +194,9 @@ class DustAttenuation:
     ``10^(−0.4 (η − 1) A_V k(λ))`` so that it sees ``η A_V`` in total (bagpipes'
     convention; η = ``dust_eta``, default fixed at 1, i.e. no extra attenuation).
     Publishes ``sed_dust_attenuated`` (stellar, after dust), ``sed_nebular``
-    (after dust) and ``luminosity_absorbed`` [erg/s] for energy balance.
+    (after dust), ``nebular_transmission`` (n_wave,) (the factor the nebular light
+    got; the spectrum uses it for line fluxes) and ``luminosity_absorbed`` [erg/s]
+    for energy balance.
     """
 
     law: str = "calzetti"
@@ -232,7 +234,7 @@ class DustAttenuation:
         derived = dict(state["derived"])
         derived["luminosity_absorbed"] = jnp.sum((intrinsic - total) * dnu)
         return {**state, "sed": total, "sed_dust_attenuated": stellar_att, "sed_nebular": neb_att,
-                "derived": derived}
+                "nebular_transmission": ism * birth, "derived": derived}
 
     def signature(self):
         return ("dust", self.law, self.t_bc_yr)

@@ -30,7 +30,8 @@ from tengri.errors import DataError, ParameterError
 from tengri.inference.problem import Problem
 from tengri.model import band_tables
 from tengri.model import components as comp
-from tengri.model.observation import Photometry
+from tengri.model import spectrum as spectrum_model
+from tengri.model.observation import Photometry, Spectroscopy, as_observation
 from tengri.params import Fixed, Parameters, Prior, Uniform
 from tengri.physics import attenuation, bandpass, cosmology, igm
 from tengri.physics import dust_emission as dust_emission_physics
@@ -58,8 +59,14 @@ class SEDModel:
         Free and fixed parameters. Parameters a component needs but that are not
         given take the component's default prior (see :meth:`default_priors`);
         ``redshift`` has no default and must be given (fixed, a prior, or per galaxy).
-    observation : Photometry, optional
-        What is observed; needed for :meth:`predict_photometry` and fitting.
+    observation : Photometry, Spectroscopy or (Photometry, Spectroscopy), optional
+        What is observed; needed for :meth:`predict_photometry`,
+        :meth:`predict_spectrum` and fitting. A pair becomes a
+        :class:`tengri.model.Joint` (``model.observation.kind == "joint"``). With
+        a spectrum the model adds ``veldisp_kms`` (σ [km/s], default prior
+        Uniform(10, 400)) and, for ``eline_mode="fitted"``, ``eline_scale_<line>``
+        (default LogUniform(0.1, 10)); its default wavelength grid gets the SSP's
+        full resolution over the rest-frame range the spectrum can reach.
     sfh : str
         Star-formation history family: ``constant``, ``exponential``, ``delayed``,
         ``lognormal``, ``dpl`` or ``burst``.
@@ -154,11 +161,11 @@ class SEDModel:
             )
         if igm not in _IGM_MODELS:
             raise ParameterError(f"unknown igm model {igm!r}; valid: {', '.join(_IGM_MODELS)}")
-        if observation is not None and not isinstance(observation, Photometry):
-            raise ParameterError(
-                f"observation must be a Photometry, got {type(observation).__name__}"
-            )
-        self.observation = observation
+        self.observation = as_observation(observation)
+        self.photometry = getattr(self.observation, "photometry", self.observation)
+        self.photometry = self.photometry if isinstance(self.photometry, Photometry) else None
+        self.spectroscopy = getattr(self.observation, "spectroscopy", self.observation)
+        self.spectroscopy = self.spectroscopy if isinstance(self.spectroscopy, Spectroscopy) else None
         self.sfh = sfh
         self.dust = dust
         self.nebular = bool(nebular)
@@ -182,6 +189,13 @@ class SEDModel:
         if wavelength_aa is None:  # X-rays and radio lie beyond the SSPs: extended with zeros
             wave = _extended_grid(wave, _XRAY_MIN_WAVELENGTH_AA if self.xray is not None else None,
                                   _RADIO_MAX_WAVELENGTH_AA if self.radio is not None else None)
+        z_range = None
+        if self.spectroscopy is not None:
+            z_range = spectrum_model.redshift_range(self.spectroscopy, parameters["redshift"]
+                                                    if "redshift" in parameters else None, "redshift" in per_galaxy)
+            if wavelength_aa is None:
+                wave = spectrum_model.spectroscopic_wavelength_grid(
+                    wave, full.wavelength_aa, *spectrum_model.rest_range_aa(self.spectroscopy, z_range))
         self.ssp = full.resampled(wave) if not np.array_equal(wave, full.wavelength_aa) else full
         self.wavelength_aa = np.asarray(self.ssp.wavelength_aa, float)
 
@@ -191,6 +205,10 @@ class SEDModel:
         not_fixed = [n for n in self.per_galaxy if n not in self.parameters.fixed_values]
         if not_fixed:
             raise ParameterError(f"per_galaxy parameters {not_fixed} must be Fixed in parameters")
+        self._spectrum_plan = None
+        if self.spectroscopy is not None:
+            self._spectrum_plan = spectrum_model.SpectrumPlan.build(
+                self, self.spectroscopy, _veldisp_bounds(self.parameters[spectrum_model.VELDISP_PARAMETER]), z_range)
 
     # --- construction -----------------------------------------------------------------
     def _build_components(self):
@@ -229,6 +247,8 @@ class SEDModel:
         out: dict[str, Prior] = {}
         for c in self.components:
             out.update(c.defaults())
+        if self.spectroscopy is not None:
+            out.update(_spectroscopy_defaults(self.spectroscopy, self.nebular))
         return out
 
     def _complete_parameters(self, given: Parameters) -> Parameters:
@@ -290,8 +310,8 @@ class SEDModel:
         }
         for c in self.components:
             out.update({k: jnp.asarray(v) for k, v in c.arrays(self.wavelength_aa).items()})
-        if self.observation is not None:
-            fw, ft = bandpass.pack_filters(self.observation.filters)
+        if self.photometry is not None:
+            fw, ft = bandpass.pack_filters(self.photometry.filters)
             out["filter_wave_aa"] = jnp.asarray(fw)
             out["filter_trans"] = jnp.asarray(ft)
         return out
@@ -372,8 +392,8 @@ class SEDModel:
 
     def predict_photometry(self, params: Mapping[str, Any]) -> np.ndarray:
         """Model band fluxes f_ν [erg/s/cm²/Hz], shape (n_band,) or (n, n_band)."""
-        if self.observation is None:
-            raise ParameterError("predict_photometry needs an observation (Photometry)")
+        if self.photometry is None:
+            raise ParameterError("predict_photometry needs an observation with Photometry")
         return self._map("_photometry", params)
 
     def _sed(self, theta, grids):
@@ -400,7 +420,61 @@ class SEDModel:
         return out
 
     def _derived(self, theta, grids):
-        return self._run_chain(theta, grids)["derived"]
+        state = self._run_chain(theta, grids)
+        if self._spectrum_plan is None:
+            return state["derived"]
+        plan = self._spectrum_plan
+        fluxes = plan.line_fluxes(theta, state, grids)[plan.named] * plan.named_scales(theta)
+        names = self.spectroscopy.line_names
+        return {**state["derived"], **{f"eline_flux_{n}": fluxes[i] for i, n in enumerate(names)}}
+
+    def _spectrum(self, theta, grids, ctx):
+        return self._spectrum_plan.predict(theta, self._run_chain(theta, grids), grids, ctx)
+
+    def predict_spectrum(self, params: Mapping[str, Any], components: bool = False, wavelength_aa=None):
+        """Model spectrum on the Spectroscopy's observed pixels, in its ``flux_unit``.
+
+        The rest-frame SED (fine grid), redshifted, dimmed by the luminosity distance
+        and the IGM, broadened by ``veldisp_kms`` and the instrument's LSF (Gaussians
+        in ln λ, flux-conserving, integrated over each pixel), with every Cloudy line
+        as a Gaussian of the combined width (see :mod:`tengri.model.spectrum`). With
+        ``eline_mode="marginalized"`` the named lines are left out (their amplitudes
+        belong to the likelihood).
+
+        Parameters
+        ----------
+        params : mapping
+            Parameter values (scalars, or (n,) arrays for n spectra).
+        components : bool
+            Return a dict of the parts instead of the flux alone.
+        wavelength_aa : array (n_pix,), optional
+            Other pixel centres of the same length (e.g. one catalog galaxy's).
+
+        Returns
+        -------
+        numpy.ndarray, shape (n_pix,) or (n, n_pix)
+            f_λ [erg/s/cm²/Å] or f_ν in the Spectroscopy's unit, pixel averages.
+        dict, with ``components=True``
+            ``flux``, ``continuum`` (n_pix,); ``line_flux`` (n_named,) [erg/s/cm²]
+            of the named lines after dust and IGM; ``line_templates``
+            (n_named, n_pix) their pixel values per erg/s/cm²; ``line_names``,
+            ``line_wavelengths_aa`` (rest) and ``wavelength_aa`` (pixels).
+        """
+        if self.spectroscopy is None:
+            raise ParameterError("predict_spectrum needs an observation with Spectroscopy")
+        ctx = self._spectrum_plan.context(wavelength_aa)
+        values, batch = self._values(params)
+        flat = {k: v.reshape(-1) for k, v in values.items()}
+        if "_spectrum_ctx" not in self._jit_cache:
+            self._jit_cache["_spectrum_ctx"] = jax.jit(jax.vmap(self._spectrum, in_axes=(0, None, None)))
+        out = self._jit_cache["_spectrum_ctx"](flat, self.grids, ctx)
+        out = {k: np.asarray(a).reshape(batch + a.shape[1:]) for k, a in out.items()}
+        if not components:
+            return out["flux"]
+        lines = self.spectroscopy.lines
+        return {"flux": out["flux"], "continuum": out["continuum"], "line_flux": out["named_line_flux"],
+                "line_templates": out["named_line_templates"], "line_names": lines.names,
+                "line_wavelengths_aa": lines.wavelength_aa.copy(), "wavelength_aa": np.asarray(ctx["wavelength_aa"])}
 
     def _components(self, theta, grids):
         state = self._run_chain(theta, grids)
@@ -513,10 +587,10 @@ class SEDModel:
             "table": jnp.asarray(self.parameters.prior_table(context)),
             "fixed": jnp.asarray([fixed_values[n] for n in sorted(fixed_values)], jnp.float64),
         }
-        if z_fixed is not None and self.observation is not None:
+        if z_fixed is not None and self.photometry is not None:
             w = self._band_matrix_jit(jnp.asarray(z_fixed), self.grids)
             if np.any(np.asarray(jnp.sum(w, axis=1)) <= 0):
-                bad = [self.observation.filter_names[i] for i in np.flatnonzero(np.asarray(jnp.sum(w, axis=1)) <= 0)]
+                bad = [self.photometry.filter_names[i] for i in np.flatnonzero(np.asarray(jnp.sum(w, axis=1)) <= 0)]
                 raise DataError(f"filters {bad} fall outside the model wavelength grid at z={z_fixed}")
             ctx["band_matrix"] = w
             if self._band_table_plan is not None:
@@ -560,8 +634,13 @@ class SEDModel:
 
         return {"log_likelihood": log_likelihood, "residuals": residuals, "predicted": predicted}
 
-    def build_problem(self, data, noise, mask=None, fixed: Mapping[str, float] | None = None) -> Problem:
-        """The inference Problem for one galaxy's photometry.
+    def build_problem(self, data, noise, mask=None, fixed: Mapping[str, float] | None = None,
+                      spectral: Mapping[str, Any] | None = None) -> Problem:
+        """The inference Problem for one galaxy's photometry (or spectrum, or both).
+
+        With a Spectroscopy in the observation this is
+        :func:`tengri.inference.spectro_likelihood.build_problem` (data layout
+        and ``spectral`` options there).
 
         Parameters
         ----------
@@ -574,6 +653,10 @@ class SEDModel:
         """
         if self.observation is None:
             raise ParameterError("the model has no observation; give SEDModel(..., observation=Photometry(...))")
+        if self.spectroscopy is not None:
+            from tengri.inference import spectro_likelihood
+
+            return spectro_likelihood.build_problem(self, data, noise, mask, fixed, **(spectral or {}))
         data, noise, mask = validate_data(data, noise, mask, self.observation.n_data)
         ctx = self.prepare(fixed)
         safe_noise = np.where(mask, noise, 1.0)
@@ -630,7 +713,7 @@ class SEDModel:
     @cached_property
     def _band_table_plan(self) -> dict | None:
         """What the band tables need that is the same for every galaxy, or None."""
-        if self.observation is None or "redshift" not in self.parameters.fixed_values:
+        if self.photometry is None or self.spectroscopy is not None or "redshift" not in self.parameters.fixed_values:
             return None
         if any(type(c) not in _BAND_TABLE_COMPONENTS for c in self.components):
             return None
@@ -869,6 +952,30 @@ class SEDModel:
         )
         per_unit = tables["dust_ir"] if plan["ir_fixed"] else band_matrix @ self._unit_dust_emission(theta, grids)
         return bands + (intrinsic - attenuated) * per_unit
+
+
+def _veldisp_bounds(prior: Prior) -> tuple[float, float]:
+    """(low, high) of the velocity dispersion [km/s]; its window needs a bound."""
+    bounds = _prior_bounds(prior)
+    if bounds is None:
+        raise ParameterError(
+            f"{spectrum_model.VELDISP_PARAMETER} needs a bounded prior or a Fixed value (the spectrum's "
+            f"broadening window is sized by its upper bound), got {prior!r}")
+    if bounds[0] < 0:
+        raise ParameterError(f"{spectrum_model.VELDISP_PARAMETER} must be >= 0 km/s, got prior {prior!r}")
+    return bounds
+
+
+def _spectroscopy_defaults(spectroscopy: Spectroscopy, nebular: bool) -> dict[str, Prior]:
+    """Parameters a spectrum adds: the velocity dispersion and, when fitted, line scales."""
+    out: dict[str, Prior] = {spectrum_model.VELDISP_PARAMETER: Uniform(10.0, 400.0)}
+    if spectroscopy.eline_mode == "fitted":
+        if not nebular:
+            raise ParameterError('eline_mode="fitted" scales the Cloudy lines: it needs nebular=True')
+        from tengri.params import LogUniform
+
+        out.update({spectrum_model.eline_scale_name(n): LogUniform(0.1, 10.0) for n in spectroscopy.line_names})
+    return out
 
 
 def _prior_min(prior: Prior) -> float:
