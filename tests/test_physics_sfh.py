@@ -302,3 +302,25 @@ def test_bin_masses_converge_to_bagpipes_finely_sampled_sfh(bagpipes, family):
     assert float(average_sfr_msun_per_yr(family, ours_params, 1e8, 1.0, history.age_of_universe)) == pytest.approx(
         history.sfr, rel=2e-3
     )
+
+
+@pytest.mark.parametrize(
+    "family, params, expected",
+    [
+        # 1 − F = e^{−x}(1 + x) − e^{−X}(1 + X) for the delayed SFH, x = (age − t)/τ, X = age/τ
+        ("delayed", {"age_gyr": 5.0, "tau_gyr": 0.1}, math.exp(-49.0) * 50.0 - math.exp(-50.0) * 51.0),
+        ("exponential", {"age_gyr": 5.0, "tau_gyr": 0.1}, math.exp(-49.0) * -math.expm1(-1.0)),
+    ],
+)
+def test_recent_sfr_of_an_old_short_tau_history_is_tiny_but_not_zero(family, params, expected):
+    # 1 − F(100 Myr) ~ 1e-21 cancelled to exactly 0 when computed as 1 − F in float64
+    sfr = sfh.average_sfr_msun_per_yr(family, params, 1e8, 1e10, 6e9)
+    assert float(sfr) == pytest.approx(1e10 * expected / 1e8, rel=1e-10)
+    young = sfh.mass_formed_per_age_bin(family, params, np.array([0.0, 1e7, 1e8]), 6e9)
+    assert np.all(np.asarray(young) > 0)
+    assert float(young.sum()) == pytest.approx(expected, rel=1e-10)
+
+
+def test_recent_fraction_of_an_old_lognormal_is_tiny_but_not_zero():
+    recent = sfh.recent_mass_fraction("lognormal", {"tmax_gyr": 1.0, "fwhm_gyr": 0.3}, 1e8, 6e9)
+    assert 0.0 < float(recent) < 1e-30

@@ -21,6 +21,7 @@ _LAZY = {
     "LogUniform": "tengri.params",
     "Normal": "tengri.params",
     "TruncatedNormal": "tengri.params",
+    "StudentT": "tengri.params",
     "Fixed": "tengri.params",
     "SEDModel": "tengri.model",
     "Photometry": "tengri.model",

@@ -23,8 +23,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from tengri.errors import ParameterError
-from tengri.params import Fixed, LogUniform, Uniform
-from tengri.physics import attenuation, dust_emission, nebular, sfh
+from tengri.params import Fixed, LogUniform, Normal, StudentT, Uniform
+from tengri.physics import attenuation, dust_emission, nebular, sfh, sfh_continuity, sfh_stochastic
 
 __all__ = ["StarFormationHistory", "StellarPopulation", "NebularEmission", "DustAttenuation", "DustEmission",
            "ShockEmission", "AGNEmission", "RadioEmission", "XRayEmission"]
@@ -35,42 +35,169 @@ C_AA_PER_S = 2.99792458e18
 
 @dataclass(frozen=True)
 class StarFormationHistory:
-    """Mass formed in each SSP age bin from a parametric SFH family."""
+    """Mass formed in each SSP age bin, from one of three kinds of history.
+
+    - a parametric family of :mod:`tengri.physics.sfh` (``constant``, ``exponential``,
+      ``delayed``, ``lognormal``, ``dpl``, ``burst``);
+    - ``continuity`` (:mod:`tengri.physics.sfh_continuity`, Leja et al. 2019):
+      ``n_bins`` bins (default 7), free ``log_sfr_ratio_1 … log_sfr_ratio_{n_bins−1}``
+      with default prior ``StudentT(0, 0.3, nu=2)``;
+    - ``stochastic`` (:mod:`tengri.physics.sfh_stochastic`): the ``mean`` family
+      (default ``delayed``, its own parameters and default priors) times
+      ``10^x``, x a Gaussian field on ``n_grid`` cells (default 64) with PSD ``psd``
+      (``drw`` default, or ``extended_regulator``); latent ``psd_xi_000 …`` (2 n_grid,
+      ``Normal(0, 1)``) and PSD hyperparameters ``sfh_field_psd_*`` (default Fixed at
+      ``sfh_stochastic.DEFAULT_PSD_VALUES``).
+
+    All take ``stellar_mass`` (log10 formed mass, default ``Uniform(7, 13)``) and
+    publish ``mass_formed``, ``sfr_10myr``, ``sfr_100myr`` [M☉/yr] and
+    ``mass_weighted_age_gyr`` in ``derived``; the stochastic one also puts its field
+    (n_grid,) [dex] in ``state["sfh_field_dex"]``. Build one from a user setting with
+    :func:`sfh_component`.
+    """
 
     family: str
     age_bin_edges_yr: np.ndarray  # (n_age + 1,)
+    n_bins: int = 7
+    n_grid: int = sfh_stochastic.DEFAULT_N_GRID
+    psd: str = "drw"
+    mean: str = "delayed"
 
     name = "sfh"
 
+    def __post_init__(self):
+        if self.family == "continuity":
+            sfh_continuity.check_n_bins(self.n_bins)
+        elif self.family == "stochastic":
+            sfh_stochastic.check_settings(self.n_grid, self.psd, self.mean)
+        else:
+            sfh.sfh_family(self.family)
+
     def defaults(self):
-        return {name: prior for name, prior in sfh.SFH_FAMILIES[self.family].default_priors.items()} | {
-            "stellar_mass": Uniform(7.0, 13.0)
-        }
+        mass = {"stellar_mass": Uniform(7.0, 13.0)}
+        if self.family == "continuity":
+            ratios = {name: StudentT(0.0, 0.3, 2.0) for name in sfh_continuity.ratio_names(self.n_bins)}
+            return ratios | mass
+        if self.family == "stochastic":
+            hyper = {name: Fixed(value) for name, value in sfh_stochastic.DEFAULT_PSD_VALUES[self.psd].items()}
+            xi = {name: Normal(0.0, 1.0) for name in sfh_stochastic.xi_names(self.n_grid)}
+            return dict(sfh.SFH_FAMILIES[self.mean].default_priors) | mass | hyper | xi
+        return dict(sfh.SFH_FAMILIES[self.family].default_priors) | mass
 
     def arrays(self, wavelength_aa):
         return {"age_bin_edges_yr": np.asarray(self.age_bin_edges_yr, float)}
 
-    def apply(self, state, theta, arrays):
-        fam = sfh.SFH_FAMILIES[self.family]
-        sfh_params = {n: theta[n] for n in fam.param_names}
-        mass_formed = 10.0 ** theta["stellar_mass"]
-        fractions = sfh.mass_formed_per_age_bin(
-            self.family, sfh_params, arrays["age_bin_edges_yr"], state["age_of_universe_yr"]
+    def field_dex(self, theta, age_of_universe_yr):
+        """The stochastic SFH's field x on its cells [dex], shape (n_grid,)."""
+        xi = jnp.stack([theta[name] for name in sfh_stochastic.xi_names(self.n_grid)])
+        hyper = {name: theta[name] for name in sfh_stochastic.PSD_PARAMETERS[self.psd]}
+        dt_myr = sfh_stochastic.grid_step_yr(self.n_grid, age_of_universe_yr) / 1e6
+        return sfh_stochastic.log_sfr_field_dex(
+            xi, hyper.pop("sfh_field_psd_sigma"), hyper.pop("sfh_field_psd_tau_myr"), dt_myr, self.psd, **hyper
         )
-        mass_per_age = mass_formed * fractions
+
+    def apply(self, state, theta, arrays):
+        age_u = state["age_of_universe_yr"]
+        mass_formed = 10.0 ** theta["stellar_mass"]
+        edges = arrays["age_bin_edges_yr"]
         derived = dict(state["derived"])
         derived["mass_formed"] = mass_formed
-        for window_yr, key in ((1e7, "sfr_10myr"), (1e8, "sfr_100myr")):
-            derived[key] = sfh.average_sfr_msun_per_yr(
-                self.family, sfh_params, window_yr, mass_formed, state["age_of_universe_yr"]
+        windows = ((1e7, "sfr_10myr"), (1e8, "sfr_100myr"))
+        extra = {}
+        if self.family == "continuity":
+            bins = sfh_continuity.bin_edges_yr(self.n_bins, age_u)
+            ratios = jnp.stack([theta[n] for n in sfh_continuity.ratio_names(self.n_bins)])
+            sfr = sfh_continuity.sfr_per_bin(ratios, bins, mass_formed)
+            mass_per_age = sfh_continuity.mass_per_age_bin(sfr, bins, edges)
+            for window_yr, key in windows:
+                derived[key] = sfh_continuity.average_sfr_msun_per_yr(window_yr, sfr, bins)
+            derived["mass_weighted_age_gyr"] = sfh_continuity.mass_weighted_age_gyr(sfr, bins)
+        elif self.family == "stochastic":
+            field = self.field_dex(theta, age_u)
+            mean_params = {n: theta[n] for n in sfh.SFH_FAMILIES[self.mean].param_names}
+            mass_per_age, sfrs = sfh_stochastic.mass_and_recent_sfr(
+                field, self.mean, mean_params, edges, jnp.asarray([w for w, _ in windows]), mass_formed, age_u
             )
-        derived["mass_weighted_age_gyr"] = sfh.mass_weighted_age_gyr(
-            self.family, sfh_params, state["age_of_universe_yr"]
-        )
-        return {**state, "mass_per_age": mass_per_age, "derived": derived}
+            for (_, key), value in zip(windows, sfrs):
+                derived[key] = value
+            derived["mass_weighted_age_gyr"] = sfh_stochastic.mass_weighted_age_gyr(
+                field, self.mean, mean_params, age_u
+            )
+            extra["sfh_field_dex"] = field
+        else:
+            sfh_params = {n: theta[n] for n in sfh.SFH_FAMILIES[self.family].param_names}
+            mass_per_age = mass_formed * sfh.mass_formed_per_age_bin(self.family, sfh_params, edges, age_u)
+            for window_yr, key in windows:
+                derived[key] = sfh.average_sfr_msun_per_yr(self.family, sfh_params, window_yr, mass_formed, age_u)
+            derived["mass_weighted_age_gyr"] = sfh.mass_weighted_age_gyr(self.family, sfh_params, age_u)
+        return {**state, **extra, "mass_per_age": mass_per_age, "derived": derived}
+
+    def sfr_curve(self, theta, age_of_universe_yr, lookback_yr, component: str = "total"):
+        """SFR [M☉/yr] at ``lookback_yr``; ``component="smooth"`` drops the stochastic field.
+
+        For the parametric and continuity histories both components are the SFH itself.
+        """
+        if component not in ("total", "smooth"):
+            raise ParameterError(f"component must be 'total' or 'smooth', got {component!r}")
+        mass_formed = 10.0 ** theta["stellar_mass"]
+        if self.family == "continuity":
+            bins = sfh_continuity.bin_edges_yr(self.n_bins, age_of_universe_yr)
+            ratios = jnp.stack([theta[n] for n in sfh_continuity.ratio_names(self.n_bins)])
+            sfr = sfh_continuity.sfr_per_bin(ratios, bins, mass_formed)
+            return sfh_continuity.sfr_msun_per_yr(lookback_yr, sfr, bins)
+        if self.family == "stochastic":
+            mean_params = {n: theta[n] for n in sfh.SFH_FAMILIES[self.mean].param_names}
+            return sfh_stochastic.sfr_msun_per_yr(
+                lookback_yr, self.field_dex(theta, age_of_universe_yr), self.mean, mean_params, mass_formed,
+                age_of_universe_yr, component,
+            )
+        sfh_params = {n: theta[n] for n in sfh.SFH_FAMILIES[self.family].param_names}
+        return sfh.sfr_msun_per_yr(self.family, sfh_params, lookback_yr, mass_formed, age_of_universe_yr)
 
     def signature(self):
+        if self.family == "continuity":
+            return ("sfh", self.family, self.n_bins)
+        if self.family == "stochastic":
+            return ("sfh", self.family, self.n_grid, self.psd, self.mean)
         return ("sfh", self.family)
+
+
+SFH_KINDS = (*sfh.SFH_FAMILIES, "continuity", "stochastic")
+_SFH_SETTINGS = {"continuity": ("n_bins",), "stochastic": ("n_grid", "psd", "mean")}
+
+
+def parse_sfh_setting(setting) -> tuple[str, dict]:
+    """``(family, settings)`` of a user SFH setting: a name or a table of settings.
+
+    ``"delayed"``, ``"continuity"``, ``"stochastic"``, … or e.g.
+    ``{"family": "stochastic", "n_grid": 64, "psd": "drw", "mean": "delayed"}`` /
+    ``{"family": "continuity", "n_bins": 7}``. ParameterError naming the bad key or
+    value otherwise (values are checked by :class:`StarFormationHistory`).
+    """
+    if isinstance(setting, str):
+        family, options = setting, {}
+    elif isinstance(setting, dict):
+        options = dict(setting)
+        family = options.pop("family", None)
+        if family is None:
+            raise ParameterError(f"sfh settings need a 'family' (one of {', '.join(SFH_KINDS)}), got {setting!r}")
+    else:
+        raise ParameterError(f"sfh must be a family name or a table of settings, got {setting!r}")
+    if family not in SFH_KINDS:
+        raise ParameterError(f"unknown sfh {family!r}; valid: {', '.join(SFH_KINDS)}")
+    accepted = _SFH_SETTINGS.get(family, ())
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise ParameterError(
+            f"sfh {family!r} does not take settings {unknown}; it takes {list(accepted) or 'none'}"
+        )
+    return family, options
+
+
+def sfh_component(setting, age_bin_edges_yr) -> StarFormationHistory:
+    """The SFH component of a user setting (see :func:`parse_sfh_setting`)."""
+    family, options = parse_sfh_setting(setting)
+    return StarFormationHistory(family, np.asarray(age_bin_edges_yr, float), **options)
 
 
 @dataclass(frozen=True)

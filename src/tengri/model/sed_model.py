@@ -36,14 +36,12 @@ from tengri.params import Fixed, Parameters, Prior, Uniform
 from tengri.physics import attenuation, bandpass, cosmology, igm
 from tengri.physics import dust_emission as dust_emission_physics
 from tengri.physics import nebular as nebular_physics
-from tengri.physics import sfh as sfh_physics
 
 __all__ = ["SEDModel", "SED_COMPONENT_SUM_KEYS"]
 
 SED_COMPONENT_SUM_KEYS = ("sed_attenuated", "sed_nebular", "sed_shock", "sed_dust_ir", "sed_agn", "sed_radio",
                           "sed_xray")
 """The keys of :meth:`SEDModel.sed_components` whose sum is ``sed_total`` (those present)."""
-
 
 _DUST_LAWS = ("none", *attenuation.ATTENUATION_CURVES)
 _IGM_MODELS = ("inoue14", "none")
@@ -67,9 +65,14 @@ class SEDModel:
         Uniform(10, 400)) and, for ``eline_mode="fitted"``, ``eline_scale_<line>``
         (default LogUniform(0.1, 10)); its default wavelength grid gets the SSP's
         full resolution over the rest-frame range the spectrum can reach.
-    sfh : str
-        Star-formation history family: ``constant``, ``exponential``, ``delayed``,
-        ``lognormal``, ``dpl`` or ``burst``.
+    sfh : str or dict
+        Star-formation history: a parametric family (``constant``, ``exponential``,
+        ``delayed``, ``lognormal``, ``dpl``, ``burst``), ``continuity`` (Leja et
+        al. 2019, non-parametric) or ``stochastic`` (a mean family times a
+        Gaussian random field with a power spectrum), or a table of settings, e.g.
+        ``{"family": "continuity", "n_bins": 7}`` or ``{"family": "stochastic",
+        "n_grid": 64, "psd": "drw" | "extended_regulator", "mean": "delayed"}``
+        (see ``components.StarFormationHistory``).
     dust : str
         Attenuation curve, one of ``tengri.physics.attenuation.ATTENUATION_CURVES``
         (``calzetti`` — Calzetti et al. 2000 —, ``cardelli``, ``smc``,
@@ -145,8 +148,7 @@ class SEDModel:
 
         if not isinstance(parameters, Parameters):
             raise ParameterError(f"parameters must be a tengri.Parameters, got {type(parameters).__name__}")
-        if sfh not in sfh_physics.SFH_FAMILIES:
-            raise ParameterError(f"unknown sfh {sfh!r}; valid: {', '.join(sfh_physics.SFH_FAMILIES)}")
+        sfh, sfh_options = comp.parse_sfh_setting(sfh)
         dust = _DUST_LAW_ALIASES.get(dust, dust)
         if dust not in _DUST_LAWS:
             raise ParameterError(
@@ -167,6 +169,7 @@ class SEDModel:
         self.spectroscopy = getattr(self.observation, "spectroscopy", self.observation)
         self.spectroscopy = self.spectroscopy if isinstance(self.spectroscopy, Spectroscopy) else None
         self.sfh = sfh
+        self._sfh_options = sfh_options
         self.dust = dust
         self.nebular = bool(nebular)
         self.dust_emission = dust_emission  # None or a DUST_EMISSION_MODELS name
@@ -213,7 +216,7 @@ class SEDModel:
     # --- construction -----------------------------------------------------------------
     def _build_components(self):
         chain = [
-            comp.StarFormationHistory(self.sfh, self.ssp.age_bin_edges_yr),
+            comp.StarFormationHistory(self.sfh, self.ssp.age_bin_edges_yr, **self._sfh_options),
             comp.StellarPopulation(t_bc_yr=self.t_bc_yr),
         ]
         if self.nebular:
@@ -291,7 +294,6 @@ class SEDModel:
         return (
             tuple(c.signature() for c in self.components),
             ("cosmology", float(self.cosmo.h0), float(self.cosmo.om0)),
-
             self.parameters.signature(),
             self.ssp.lnu.shape,
             self.igm,
@@ -527,22 +529,32 @@ class SEDModel:
         """
         return self._map("_derived", params)
 
-    def _sfh_curve(self, theta, grids, lookback_yr):
-        fam = sfh_physics.SFH_FAMILIES[self.sfh]
+    def _sfh_curve(self, theta, grids, lookback_yr, component="total"):
+        sfh_component = next(c for c in self.components if isinstance(c, comp.StarFormationHistory))
         age_u = cosmology.age_of_universe_gyr(theta["redshift"], self.cosmo) * _GYR
-        return sfh_physics.sfr_msun_per_yr(
-            self.sfh, {n: theta[n] for n in fam.param_names}, lookback_yr,
-            10.0 ** theta["stellar_mass"], age_u,
-        )
+        return sfh_component.sfr_curve(theta, age_u, lookback_yr, component)
 
-    def predict_sfh(self, params: Mapping[str, Any], lookback_gyr=None):
+    def predict_sfh(self, params: Mapping[str, Any], lookback_gyr=None, component: str = "total"):
         """Star-formation rate against lookback time.
+
+        Parameters
+        ----------
+        params : mapping
+            Parameter values (scalars or (n,) arrays).
+        lookback_gyr : array, optional
+            Lookback times [Gyr]; default 300 points from 0 to the age of the universe.
+        component : {"total", "smooth"}
+            For ``sfh="stochastic"``: the SFR with its stochastic field (``total``) or
+            the smooth mean SFH alone, with the total's normalisation (``smooth``;
+            total / smooth = 10^x). Other SFHs have no stochastic part: both are the SFH.
 
         Returns
         -------
         lookback_gyr : numpy.ndarray, shape (n_t,)
         sfr : numpy.ndarray, shape (n_t,) or (n, n_t) [M☉/yr]
         """
+        if component not in ("total", "smooth"):
+            raise ParameterError(f"component must be 'total' or 'smooth', got {component!r}")
         if lookback_gyr is None:
             values, _ = self._values(params)
             z_min = float(jnp.min(values["redshift"]))
@@ -551,7 +563,7 @@ class SEDModel:
         lookback_yr = jnp.asarray(np.asarray(lookback_gyr, float) * _GYR)
         values, batch = self._values(params)
         flat = {k: v.reshape(-1) for k, v in values.items()}
-        fn = jax.jit(jax.vmap(self._sfh_curve, in_axes=(0, None, None)))
+        fn = jax.jit(jax.vmap(lambda t, g, lb: self._sfh_curve(t, g, lb, component), in_axes=(0, None, None)))
         sfr = np.asarray(fn(flat, self.grids, lookback_yr)).reshape(batch + (lookback_yr.shape[0],))
         return np.asarray(lookback_gyr, float), sfr
 

@@ -52,6 +52,7 @@ __all__ = [
     "age_bin_edges_yr",
     "mass_formed_per_age_bin",
     "cumulative_mass_fraction",
+    "recent_mass_fraction",
     "sfr_msun_per_yr",
     "average_sfr_msun_per_yr",
     "mass_weighted_age_gyr",
@@ -83,6 +84,10 @@ class SFHFamily:
         the formed mass, in Gyr.
     description : str
         One line for summaries.
+    recent_fn : callable, optional
+        ``(lookback_gyr (...), params, age_of_universe_gyr) -> (...)``: ``1 − F``,
+        the fraction formed *more recently* than ``lookback_gyr``, computed without
+        cancellation where it is tiny (old, short-τ histories). Default ``1 − F``.
     """
 
     param_names: tuple[str, ...]
@@ -91,6 +96,38 @@ class SFHFamily:
     rate_fn: Callable
     mean_age_fn: Callable
     description: str = field(default="")
+    recent_fn: Callable | None = field(default=None)
+
+    def recent(self, lookback_gyr, params, age_of_universe_gyr):
+        """``1 − F(lookback_gyr)``, by ``recent_fn`` when the family has one."""
+        if self.recent_fn is not None:
+            return self.recent_fn(lookback_gyr, params, age_of_universe_gyr)
+        return 1.0 - self.cumulative_fn(lookback_gyr, params, age_of_universe_gyr)
+
+    def mass_between(self, young_gyr, old_gyr, params, age_of_universe_gyr):
+        """Fraction of the formed mass formed between lookback times ``young_gyr`` ≤ ``old_gyr``.
+
+        ``F(young) − F(old)`` where most of the mass is older than ``young``
+        (F(young) ≤ 1/2), ``(1 − F)(old) − (1 − F)(young)`` otherwise: the difference
+        is always taken between the two numbers that are *not* both close to 1, so
+        tiny recent masses keep their relative precision.
+        """
+        f_young = self.cumulative_fn(young_gyr, params, age_of_universe_gyr)
+        f_old = self.cumulative_fn(old_gyr, params, age_of_universe_gyr)
+        r_young = self.recent(young_gyr, params, age_of_universe_gyr)
+        r_old = self.recent(old_gyr, params, age_of_universe_gyr)
+        return stable_difference(f_young, r_young, f_old, r_old)
+
+    def masses_between_edges(self, edges_gyr, params, age_of_universe_gyr):
+        """:meth:`mass_between` of consecutive ``edges_gyr`` (n + 1,) → (n,), F and 1 − F evaluated once per edge."""
+        f = self.cumulative_fn(edges_gyr, params, age_of_universe_gyr)
+        r = self.recent(edges_gyr, params, age_of_universe_gyr)
+        return stable_difference(f[:-1], r[:-1], f[1:], r[1:])
+
+
+def stable_difference(f_young, r_young, f_old, r_old):
+    """Mass fraction between two lookback times from F and 1 − F at both (see SFHFamily.mass_between)."""
+    return jnp.where(f_young > 0.5, r_old - r_young, f_young - f_old)
 
 
 # --- gamma-function families: psi(s) ∝ s^(k-1) exp(-s/τ), s = age − lookback ---------
@@ -134,6 +171,29 @@ def _gamma_cumulative(k: int):
         return _regularised_lower_gamma(k, s / tau) / _regularised_lower_gamma(k, age / tau)
 
     return cumulative
+
+
+def _upper_gamma_sum(k: int, x):
+    """Σ_{n<k} x^n/n!, so that the regularised upper gamma Q(k, x) = e^{−x} · this (≥ 1)."""
+    return sum(x**n / math.factorial(n) for n in range(k))
+
+
+def _gamma_recent(k: int):
+    # 1 − F = [P(k, X) − P(k, x)] / P(k, X), X = age/τ, x = (age − t)/τ. Where x ≥ 1
+    # the numerator is Q(k, x) − Q(k, X) = e^{−x} S(x) [1 − e^{−(X − x)} S(X)/S(x)],
+    # with X − x = min(t, age)/τ taken directly: no difference of two numbers near 1.
+    def recent(lookback_gyr, p, age_of_universe_gyr):
+        age, tau = p["age_gyr"], p["tau_gyr"]
+        s = _time_since_start(lookback_gyr, age)
+        x, x_max = s / tau, age / tau
+        elapsed = jnp.clip(lookback_gyr, 0.0, age) / tau
+        x_hi = jnp.maximum(x, 1.0)
+        log_ratio = -elapsed + jnp.log(_upper_gamma_sum(k, x_max)) - jnp.log(_upper_gamma_sum(k, x_hi))
+        tail = jnp.exp(-x_hi) * _upper_gamma_sum(k, x_hi) * -jnp.expm1(log_ratio)
+        direct = _regularised_lower_gamma(k, x_max) - _regularised_lower_gamma(k, x)
+        return jnp.where(x >= 1.0, tail, direct) / _regularised_lower_gamma(k, x_max)
+
+    return recent
 
 
 def _gamma_rate(k: int):
@@ -227,6 +287,18 @@ def _lognormal_cumulative(lookback_gyr, p, age_of_universe_gyr):
     t, after = _cosmic_time(lookback_gyr, age_of_universe_gyr)
     log_f = log_ndtr((jnp.log(t) - t0) / tau) - log_ndtr((jnp.log(age_of_universe_gyr) - t0) / tau)
     return jnp.where(after, jnp.exp(jnp.minimum(log_f, 0.0)), 0.0)
+
+
+def _lognormal_recent(lookback_gyr, p, age_of_universe_gyr):
+    # 1 − F = [Φ(ζ_T) − Φ(ζ_t)]/Φ(ζ_T). For ζ_t > 0 both Φ are near 1: use
+    # Φ(−ζ_t) − Φ(−ζ_T) = Φ(−ζ_t) [1 − exp(log Φ(−ζ_T) − log Φ(−ζ_t))] instead.
+    tau, t0 = lognormal_shape(p["tmax_gyr"], p["fwhm_gyr"])
+    t, after = _cosmic_time(lookback_gyr, age_of_universe_gyr)
+    zeta_t = (jnp.log(t) - t0) / tau
+    zeta_u = (jnp.log(age_of_universe_gyr) - t0) / tau
+    tail = jnp.exp(log_ndtr(-zeta_t) - log_ndtr(zeta_u)) * -jnp.expm1(log_ndtr(-zeta_u) - log_ndtr(-zeta_t))
+    direct = -jnp.expm1(log_ndtr(zeta_t) - log_ndtr(zeta_u))
+    return jnp.where(after, jnp.clip(jnp.where(zeta_t > 0.0, tail, direct), 0.0, 1.0), 1.0)
 
 
 def _lognormal_rate(lookback_gyr, p, age_of_universe_gyr):
@@ -368,6 +440,7 @@ SFH_FAMILIES: dict[str, SFHFamily] = {
         rate_fn=_gamma_rate(1),
         mean_age_fn=_gamma_mean_age(1),
         description="SFR ∝ exp(−t/τ), t the time since age_gyr ago",
+        recent_fn=_gamma_recent(1),
     ),
     "delayed": SFHFamily(
         param_names=("age_gyr", "tau_gyr"),
@@ -376,6 +449,7 @@ SFH_FAMILIES: dict[str, SFHFamily] = {
         rate_fn=_gamma_rate(2),
         mean_age_fn=_gamma_mean_age(2),
         description="SFR ∝ t exp(−t/τ), t the time since age_gyr ago",
+        recent_fn=_gamma_recent(2),
     ),
     "lognormal": SFHFamily(
         param_names=("tmax_gyr", "fwhm_gyr"),
@@ -386,6 +460,7 @@ SFH_FAMILIES: dict[str, SFHFamily] = {
         cumulative_fn=_lognormal_cumulative,
         rate_fn=_lognormal_rate,
         mean_age_fn=_lognormal_mean_age,
+        recent_fn=_lognormal_recent,
         description="lognormal in cosmic time, peak tmax_gyr, width fwhm_gyr (Carnall+18 eq. 3)",
     ),
     "dpl": SFHFamily(
@@ -578,7 +653,9 @@ def mass_formed_per_age_bin(
     """Fraction of the formed mass that falls in each SSP age bin.
 
     ``F(e_j) − F(e_{j+1})`` with F from :func:`cumulative_mass_fraction` (exact for
-    every family but the double power law, whose quadrature is good to ~1e-7). The
+    every family but the double power law, whose quadrature is good to ~1e-7),
+    taken as ``(1 − F)(e_{j+1}) − (1 − F)(e_j)`` in the young bins so that their
+    small masses do not cancel to 0 (see :meth:`SFHFamily.mass_between`). The
     fractions sum to 1 when the bins cover the whole SFH (first edge 0, last edge
     ≥ the age of the SFH).
 
@@ -613,8 +690,7 @@ def mass_formed_per_age_bin(
     if family == "burst":
         centres = _bin_centres_yr(edges) if ssp_age_yr is None else jnp.asarray(ssp_age_yr, dtype=float)
         return _burst_fractions(p["age_gyr"] * YR_PER_GYR, centres)
-    cumulative = fam.cumulative_fn(edges / YR_PER_GYR, p, jnp.asarray(age_of_universe_yr, dtype=float) / YR_PER_GYR)
-    return cumulative[:-1] - cumulative[1:]
+    return fam.masses_between_edges(edges / YR_PER_GYR, p, jnp.asarray(age_of_universe_yr, dtype=float) / YR_PER_GYR)
 
 
 def sfr_msun_per_yr(
@@ -679,8 +755,42 @@ def average_sfr_msun_per_yr(
         Mean SFR in M☉/yr.
     """
     window_yr = jnp.asarray(window_yr, dtype=float)
-    formed_before = cumulative_mass_fraction(family, sfh_params, window_yr, age_of_universe_yr)
-    return mass_formed_msun * (1.0 - formed_before) / window_yr
+    recent = recent_mass_fraction(family, sfh_params, window_yr, age_of_universe_yr)
+    return mass_formed_msun * recent / window_yr
+
+
+def recent_mass_fraction(
+    family: str,
+    sfh_params: Mapping[str, ArrayLike],
+    lookback_yr: ArrayLike,
+    age_of_universe_yr: ArrayLike,
+) -> Array:
+    """Fraction of the total formed mass formed more recently than ``lookback_yr``: 1 − F.
+
+    Computed without the cancellation of ``1 − F`` in float64 for the exponential,
+    delayed and lognormal families (an old, short-τ history formed a fraction
+    ~e^{−(age − t)/τ} of its mass in the last t: 1e-20, not 0). The fraction is
+    only 0 where it is below the float64 range (~1e-308, e.g. e^{−(age−t)/τ} with
+    (age − t)/τ ≳ 700). The double power law keeps ``1 − F`` (its quadrature is good
+    to ~1e-7 relative in F, so smaller recent fractions are not resolved).
+
+    Parameters
+    ----------
+    family, sfh_params
+        As in :func:`mass_formed_per_age_bin`.
+    lookback_yr : array, any shape
+        Lookback times in yr.
+    age_of_universe_yr : float
+        Age of the universe at the galaxy's redshift, in yr.
+
+    Returns
+    -------
+    jax.Array, shape of ``lookback_yr``
+        1 − F(t) in [0, 1].
+    """
+    fam, p = _checked(family, sfh_params)
+    lookback_gyr = jnp.asarray(lookback_yr, dtype=float) / YR_PER_GYR
+    return fam.recent(lookback_gyr, p, jnp.asarray(age_of_universe_yr, dtype=float) / YR_PER_GYR)
 
 
 def mass_weighted_age_gyr(
