@@ -4,6 +4,10 @@ Format::
 
     [model]
     sfh = "delayed"            # constant | exponential | delayed | lognormal | dpl | burst
+                               # | continuity | stochastic, or a table of settings:
+                               # { family = "continuity", n_bins = 7 }
+                               # { family = "stochastic", n_grid = 64, psd = "drw", mean = "delayed" }
+                               #   (psd: drw | extended_regulator)
     dust = "calzetti"          # calzetti | cf00 | smc | kc13 | cardelli89 | salim18 | none
     nebular = true
     dust_emission = false      # false | true (= "dl07") | "mbb": IR re-emission, energy balance
