@@ -87,3 +87,93 @@ def test_missing_values_are_masked(mock_catalog, tmp_path):
     gal = read_catalog(edited, spec)[0]
     assert not gal.mask[0] and not gal.mask[1] and gal.mask[2:].all()
     assert np.isfinite(gal.flux_obs).all()
+
+
+def _fit_args(catalog, out, *extra):
+    return ["fit", str(catalog), "--config", str(demo_config_path()), "--method", "map", "--out", str(out),
+            "--quiet", "--option", "n_starts=1", *extra]
+
+
+def test_resume_skips_finished_galaxies_and_formats(mock_catalog, tmp_path):
+    catalog, _ = mock_catalog
+    out = tmp_path / "out"
+    # chunks of 2 padded to 3: the batch shape of the test above, nothing compiles anew
+    assert main(_fit_args(catalog, out, "--chunk-size", "2", "--n-pad", "3")) == 0
+    parts = sorted((out / "parts").iterdir())
+    assert len(parts) == 2  # chunks of 2 and 1
+    stamps = {p.name: p.stat().st_mtime_ns for p in (out / "posteriors").iterdir()}
+    before = (out / "summary.csv").read_text()
+    # a resumed run fits nothing again and writes the same summary (here also as FITS)
+    assert main(_fit_args(catalog, out, "--chunk-size", "2", "--n-pad", "3", "--format", "fits")) == 0
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "posteriors").iterdir()} == stamps
+    assert sorted((out / "parts").iterdir()) == parts
+    assert (out / "summary.csv").read_text() == before
+    from astropy.table import Table
+
+    assert list(Table.read(out / "summary.fits")["id"]) == ["mock000", "mock001", "mock002"]
+    # other settings in the same directory are refused unless --no-resume
+    assert main(_fit_args(catalog, out, "--option", "n_steps=10")) == 2
+    assert main(_fit_args(catalog, out, "--no-resume", "--format", "hdf5", "--chunk-size", "3")) == 0
+    assert len(list((out / "parts").iterdir())) == 1
+    import h5py
+
+    with h5py.File(out / "summary.h5") as f:
+        assert [s.decode() for s in f["summary/id"][:]] == ["mock000", "mock001", "mock002"]
+
+
+def test_bad_chunk_size_and_dask_spec_fail_before_writing(mock_catalog, tmp_path):
+    catalog, _ = mock_catalog
+    out = tmp_path / "out"
+    assert main(_fit_args(catalog, out, "--chunk-size", "0")) == 2
+    assert main(_fit_args(catalog, out, "--dask", "lokal")) == 2
+    assert main(_fit_args(catalog, out, "--n-pad", "0")) == 2
+    assert not out.exists()
+
+
+KILL_SCRIPT = """
+import sys
+from tengri.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_without_loss_or_repeat(tmp_path):
+    """300 galaxies, SIGKILL once some chunks are written, rerun: each galaxy once,
+    the finished ones untouched (byte-identical posteriors and parts)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    catalog = tmp_path / "cat300.csv"
+    make_mock_catalog(catalog, n_galaxies=300, snr=20.0, seed=11)
+    out = tmp_path / "out"
+    args = [sys.executable, "-c", KILL_SCRIPT, *_fit_args(catalog, out, "--chunk-size", "25",
+                                                          "--option", "n_steps=30")]
+    env = {**os.environ, "TENGRI_NO_BACKGROUND_COMPILE": "1"}
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    parts_dir = out / "parts"
+    deadline = time.time() + 600
+    while time.time() < deadline and proc.poll() is None:
+        if parts_dir.is_dir() and len(list(parts_dir.glob("part-*.csv"))) >= 3:
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "summary.csv").exists()
+    snapshot = {p: p.read_bytes() for d in (parts_dir, out / "posteriors") for p in d.iterdir()
+                if not p.name.startswith(".")}
+    finished = {row["id"] for p in parts_dir.glob("part-*.csv") for row in _rows(p)}
+    assert 0 < len(finished) < 300
+    assert subprocess.run(args, env=env, stdout=subprocess.DEVNULL).returncode == 0
+    for path, content in snapshot.items():
+        if path.parent == parts_dir or path.stem in finished:
+            assert path.read_bytes() == content, path
+    ids = [r["id"] for r in _rows(out / "summary.csv")]
+    assert ids == [f"mock{i:03d}" for i in range(300)]
+    per_part = [row["id"] for p in parts_dir.glob("part-*.csv") for row in _rows(p)]
+    assert sorted(per_part) == sorted(ids)  # every galaxy in exactly one part
+    assert not any(r["error"] for r in _rows(out / "summary.csv"))

@@ -1,6 +1,8 @@
 """The ``tengri`` command.
 
     tengri fit CATALOG --config MODEL.toml --method METHOD --out DIR [--option k=v ...] [--plots]
+               [--chunk-size N] [--no-resume] [--dask local[:N] | tcp://host:port]
+               [--format csv|fits|hdf5] [--n-pad N]
     tengri demo [--out DIR]
     tengri info
 """
@@ -40,6 +42,17 @@ def _build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--quiet", action="store_true", help="no progress bar")
     fit.add_argument("--plots", action="store_true",
                      help="also write plots/<id>_{corner,sed,sfh}.png per galaxy (corner needs draws)")
+    fit.add_argument("--chunk-size", type=int, default=64,
+                     help="galaxies per chunk: one summary part file, one Dask task (default 64)")
+    fit.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
+                     help="skip galaxies finished by an earlier run into --out (default: on)")
+    fit.add_argument("--dask", default=None, metavar="local[:N]|tcp://host:port",
+                     help="fit chunks on a Dask LocalCluster of N worker processes or a scheduler")
+    fit.add_argument("--format", default="csv", choices=("csv", "fits", "hdf5"),
+                     help="summary file format (default csv)")
+    fit.add_argument("--n-pad", type=int, default=None,
+                     help="batch size of vmapped fits (map/laplace); batches are padded to it")
+    fit.add_argument("--seed", type=int, default=42, help="PRNG seed of the run (default 42)")
 
     demo = sub.add_parser("demo", help="fit a generated mock catalog and write plots")
     demo.add_argument("--out", default="demo_output")
@@ -59,11 +72,16 @@ def main(argv=None) -> int:
         if args.command == "fit":
             from tengri.fit_catalog import fit_catalog
 
+            from tengri.fit_catalog import summary_path
+
             rows = fit_catalog(args.catalog, args.config, args.method, args.out,
                                options=dict(args.option), save_posteriors=not args.no_posteriors,
-                               progress=not args.quiet, plots=args.plots)
+                               progress=not args.quiet, plots=args.plots, key=args.seed,
+                               chunk_size=args.chunk_size, resume=args.resume, fmt=args.format,
+                               dask=args.dask, n_pad=args.n_pad)
             n_err = sum(1 for r in rows if r.get("error"))
-            print(f"fitted {len(rows) - n_err} of {len(rows)} galaxies → {args.out}/summary.csv")
+            print(f"fitted {len(rows) - n_err} of {len(rows)} galaxies → "
+                  f"{summary_path(args.out, args.format)}")
             return 0 if n_err < len(rows) else 1
         if args.command == "demo":
             from tengri.demo import run_demo

@@ -1,80 +1,206 @@
 """The main job: fit every galaxy of a catalog and write a summary + posteriors.
 
-``tengri fit CATALOG --config MODEL.toml --method METHOD --out DIR [--plots]`` calls
+``tengri fit CATALOG --config MODEL.toml --method METHOD --out DIR`` calls
 :func:`fit_catalog`. Everything is validated (config, catalog columns, method,
-options) before anything is written; each posterior file, figure and the summary
-are written atomically (temporary file + rename), so an interrupted run leaves no
-half-written file.
+options, format) before anything is written. The catalog is cut into chunks of
+``chunk_size`` galaxies, each fitted by
+:class:`~tengri.inference.catalog.CatalogFitter`'s machinery, in this process or
+as one Dask task per chunk (``dask="local[:N]"`` or a scheduler address).
+
+Output directory::
+
+    run.json                    method, options, key and configuration of the run
+    posteriors/<id>.h5          one per galaxy (unless save_posteriors=False)
+    parts/part-<first>-<hash>.csv  the summary rows of one finished chunk
+    summary.<csv|fits|h5>       all rows, in catalog order (written at the end)
+
+A chunk writes its posteriors, then its part file, each atomically (temporary
+file + ``os.replace``); a part file therefore means its galaxies are finished.
+With ``resume=True`` (the default) galaxies found in part files are not fitted
+again, so a killed run loses nothing it wrote and repeats nothing it finished.
+Galaxy ``i`` of the catalog always uses the key ``fold_in(key, i)``, so its result
+does not depend on chunking, resuming or the worker that fitted it. A chunk task
+only writes its own files, so Dask may run it again (after a worker died) safely.
 """
 
 from __future__ import annotations
 
-import csv
+import hashlib
+import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from tengri.catalog_io import read_catalog
-from tengri.errors import DataError
+from tengri.catalog_summary import (
+    DERIVED_COLUMNS, FORMATS, error_row, read_summary_csv, summarise, summary_columns, write_summary,
+)
+from tengri.errors import ConfigError, DataError, ParameterError
 from tengri.inference import registry
-from tengri.model.config import model_from_config
+from tengri.model.config import load_config, model_from_config
 
-__all__ = ["fit_catalog", "summary_columns", "summarise"]
+__all__ = ["fit_catalog", "summary_columns", "summarise", "DERIVED_COLUMNS", "parse_dask",
+           "summary_path"]
 
-DERIVED_COLUMNS = ("log_mstar", "log_sfr100", "log_ssfr")
-
-
-def summary_columns(free_names) -> list[str]:
-    """Column names of summary.csv for a model's free parameters."""
-    cols = ["id", "method", "wall_time_s"]
-    for name in list(free_names) + list(DERIVED_COLUMNS):
-        cols += [f"{name}_p16", f"{name}_p50", f"{name}_p84"]
-    return cols + ["error"]
+RUN_FILE = "run.json"
+PARTS_DIR = "parts"
+DEFAULT_CHUNK_SIZE = 64
 
 
-def _log10(x):
-    x = np.asarray(x, float)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(x > 0, np.log10(np.where(x > 0, x, 1.0)), -np.inf)
+def summary_path(out, fmt: str = "csv") -> Path:
+    """Where the summary of format ``fmt`` is written in output directory ``out``."""
+    return Path(out) / f"summary{FORMATS[fmt]}"
 
 
-def summarise(gid: str, posterior, free_names) -> dict[str, Any]:
-    """One summary row: 16/50/84th percentiles of parameters and derived values."""
-    row: dict[str, Any] = {"id": gid, "method": posterior.method, "wall_time_s": posterior.wall_time_s}
-    values = posterior.samples if posterior.samples is not None else posterior.params
-    derived = posterior.derived
-    quantities = {n: np.asarray(values[n], float) for n in free_names}
-    quantities["log_mstar"] = _log10(derived["stellar_mass"])
-    quantities["log_sfr100"] = _log10(derived["sfr_100myr"])
-    quantities["log_ssfr"] = _log10(derived["ssfr"])
-    for name, v in quantities.items():
-        lo, med, hi = np.percentile(np.atleast_1d(v), [16, 50, 84])
-        row[f"{name}_p16"], row[f"{name}_p50"], row[f"{name}_p84"] = lo, med, hi
-    row["error"] = ""
-    return row
+def parse_dask(spec: str | None) -> tuple[str, Any] | None:
+    """``"local"``, ``"local:N"`` → ("local", N workers); ``"tcp://h:p"`` → ("address", it).
+
+    Raises
+    ------
+    ConfigError
+        Anything else.
+    """
+    if spec is None:
+        return None
+    if spec == "local" or spec.startswith("local:"):
+        n = spec.partition(":")[2] or "2"
+        if not n.isdigit() or int(n) < 1:
+            raise ConfigError(f"--dask local:N needs a positive number of workers, got {spec!r}")
+        return "local", int(n)
+    if "://" in spec:
+        return "address", spec
+    raise ConfigError(f"--dask must be 'local', 'local:N' or a scheduler address like "
+                      f"tcp://host:8786, got {spec!r}")
 
 
-def _atomic_write_csv(path: Path, columns, rows) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=columns)
-            writer.writeheader()
-            for row in rows:
-                writer.writerow({c: row.get(c, "") for c in columns})
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+def _run_manifest(config, method: str, options: dict, key_seed: int, n_pad, strategy) -> dict:
+    cfg = json.dumps(load_config(config), sort_keys=True, default=str)
+    return {"method": method, "options": json.dumps(options, sort_keys=True, default=str),
+            "key_seed": key_seed, "n_pad": n_pad, "strategy": strategy,
+            "config_sha1": hashlib.sha1(cfg.encode()).hexdigest()}
+
+
+def _check_resume(out: Path, manifest: dict, resume: bool) -> None:
+    """Refuse to resume a run made with other settings; start afresh if not resuming."""
+    run_file = out / RUN_FILE
+    if resume and run_file.is_file():
+        before = json.loads(run_file.read_text())
+        changed = sorted(k for k in manifest if before.get(k) != manifest[k])
+        if changed:
+            raise ConfigError(
+                f"{out} holds a run with other settings ({', '.join(changed)} differ); "
+                "use --no-resume to start afresh or another --out directory")
+    if not resume:
+        for part in (out / PARTS_DIR).glob("part-*.csv"):
+            part.unlink()
+    tmp = out / f".{RUN_FILE}.tmp"
+    tmp.write_text(json.dumps(manifest, indent=1))
+    os.replace(tmp, run_file)
+
+
+def _finished_rows(out: Path) -> dict[str, dict]:
+    rows = {}
+    for part in sorted((out / PARTS_DIR).glob("part-*.csv")):
+        for row in read_summary_csv(part):
+            rows.setdefault(row["id"], row)
+    return rows
+
+
+def _part_name(indices: list[int], ids: list[str]) -> str:
+    digest = hashlib.sha1("\n".join(ids).encode()).hexdigest()[:12]
+    return f"part-{indices[0]:08d}-{digest}.csv"
+
+
+def _safe_name(gid: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in gid)
+
+
+def fit_chunk(model, galaxies, indices, method: str, options: dict, key_seed: int, out,
+              n_pad=None, strategy: str = "auto", save_posteriors: bool = True,
+              plots: bool = False) -> list[dict]:
+    """Fit one chunk and write its posteriors and part file (idempotent).
+
+    Parameters
+    ----------
+    model : SEDModel
+    galaxies : list of GalaxyInput
+    indices : list of int
+        Catalog positions of ``galaxies`` (they select the PRNG keys).
+    key_seed : int
+        The run's key is ``jax.random.PRNGKey(key_seed)``.
+    out : path
+        Output directory.
+
+    Returns
+    -------
+    list of dict
+        The chunk's summary rows.
+    """
+    import jax
+
+    from tengri.inference import catalog as cat
+
+    out = Path(out)
+    records = [cat.GalaxyRecord(g.id, i, g.flux_obs, g.noise, g.mask, dict(g.fixed))
+               for g, i in zip(galaxies, indices)]
+    method = registry.canonical_method(method)
+    posteriors, rows = cat.fit_records(
+        model, records, method, cat.method_options(method, options),
+        jax.random.PRNGKey(key_seed), n_pad, cat.choose_strategy(method, strategy, False))
+    for rec, post, row in zip(records, posteriors, rows):
+        if post is None:
+            continue
+        try:
+            if save_posteriors:
+                post.save(out / "posteriors" / f"{_safe_name(rec.id)}.h5")
+            if plots:
+                from tengri.posterior.plots import save_figures
+
+                save_figures(post, out / "plots", _safe_name(rec.id))
+        except Exception as err:
+            row.clear()
+            row.update(error_row(rec.id, method, f"{type(err).__name__}: {err}"))
+    columns = summary_columns(model.parameters.free_names)
+    write_summary(out / PARTS_DIR / _part_name(list(indices), [g.id for g in galaxies]), columns,
+                  rows, "csv")
+    return rows
+
+
+_WORKER_MODELS: dict[str, Any] = {}
+
+
+def _chunk_task(config: dict, cache_dir: str | None, galaxies, indices, method, options, key_seed,
+                out, n_pad, strategy, save_posteriors, plots) -> list[dict]:
+    """A Dask task: the worker builds the model once (per configuration) and fits a chunk."""
+    import tengri
+
+    if cache_dir is not None and tengri.persistent_cache_dir() != Path(cache_dir):
+        tengri.enable_persistent_cache(cache_dir)
+    key = json.dumps(config, sort_keys=True, default=str)
+    if key not in _WORKER_MODELS:
+        _WORKER_MODELS[key] = model_from_config(config)[0]
+    return fit_chunk(_WORKER_MODELS[key], galaxies, indices, method, options, key_seed, out,
+                     n_pad, strategy, save_posteriors, plots)
+
+
+def _dask_client(spec: tuple[str, Any]):
+    from distributed import Client, LocalCluster
+
+    kind, value = spec
+    if kind == "local":
+        cluster = LocalCluster(n_workers=value, threads_per_worker=1, processes=True,
+                               dashboard_address=None)
+        return Client(cluster), cluster
+    return Client(value), None
 
 
 def fit_catalog(catalog, config, method: str = "map", out="tengri_out", *, options: dict | None = None,
                 save_posteriors: bool = True, progress: bool = True, key=None,
-                plots: bool = False) -> list[dict]:
+                plots: bool = False, chunk_size: int = DEFAULT_CHUNK_SIZE, resume: bool = True,
+                fmt: str = "csv", dask: str | None = None, client=None, n_pad: int | None = None,
+                strategy: str = "auto") -> list[dict]:
     """Fit every galaxy of ``catalog`` with the model of ``config``.
 
     Parameters
@@ -86,13 +212,30 @@ def fit_catalog(catalog, config, method: str = "map", out="tengri_out", *, optio
     method : str
         Any inference method name.
     out : path
-        Output directory: ``summary.csv`` and ``posteriors/<id>.h5``.
+        Output directory (layout in the module docstring).
     options : dict, optional
         Method options (validated before anything runs).
+    key : int, optional
+        Seed of the run's PRNG key (default 42); galaxy ``i`` uses ``fold_in(key, i)``.
     plots : bool
-        Also write ``plots/<id>_corner.png`` (methods with draws only),
-        ``plots/<id>_sed.png`` and ``plots/<id>_sfh.png`` per galaxy
-        (:func:`tengri.posterior.plots.save_figures`).
+        Also write ``plots/<id>_{corner,sed,sfh}.png`` per galaxy.
+    chunk_size : int
+        Galaxies per chunk (one part file, one Dask task).
+    resume : bool
+        Skip galaxies already in part files of ``out`` (default True). A run
+        with another method, options, key or configuration is refused
+        (ConfigError); ``resume=False`` deletes the old part files first.
+    fmt : {"csv", "fits", "hdf5"}
+        Format of the final summary.
+    dask : str, optional
+        ``"local"`` / ``"local:N"`` (a LocalCluster of N worker processes, 2 by
+        default) or a scheduler address (``tcp://host:8786``).
+    client : dask.distributed.Client, optional
+        Use this client instead of ``dask``.
+    n_pad : int, optional
+        Batch size of batched fits (see :class:`~tengri.inference.catalog.CatalogFitter`);
+        default ``min(chunk_size, number of galaxies)``, so that every chunk has one shape.
+    strategy : {"auto", "batched", "sequential"}
 
     Returns
     -------
@@ -101,39 +244,86 @@ def fit_catalog(catalog, config, method: str = "map", out="tengri_out", *, optio
     """
     from tqdm.auto import tqdm
 
-    from tengri.inference.fitter import Fitter
+    import tengri
 
     options = dict(options or {})
+    method = registry.canonical_method(method)
     registry.method_options(method, options)  # unknown method / options fail here, before any write
+    if fmt not in FORMATS:
+        raise ConfigError(f"summary format {fmt!r} unknown; valid: {', '.join(FORMATS)}")
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
+        raise ParameterError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+    if n_pad is not None and (isinstance(n_pad, bool) or not isinstance(n_pad, (int, np.integer))
+                              or n_pad < 1):
+        raise ParameterError(f"n_pad must be a positive integer, got {n_pad!r}")
+    from tengri.inference.catalog import choose_strategy
+
+    choose_strategy(method, strategy, False)  # an impossible strategy fails before any write
+    dask_spec = parse_dask(dask)
+    key_seed = 42 if key is None else int(key)
     model, spec = model_from_config(config)
     galaxies = read_catalog(catalog, spec)
     if not galaxies:
         raise DataError(f"catalog {catalog} has no rows")
 
     out = Path(out)
-    post_dir = out / "posteriors"
-    post_dir.mkdir(parents=True, exist_ok=True)
+    (out / "posteriors").mkdir(parents=True, exist_ok=True)
+    (out / PARTS_DIR).mkdir(exist_ok=True)
     if plots:
-        from tengri.posterior.plots import save_figures
-
         (out / "plots").mkdir(exist_ok=True)
-    free = model.parameters.free_names
-    rows = []
-    bar = tqdm(galaxies, desc=f"tengri fit ({method})", unit="gal", disable=not progress)
-    for gal in bar:
-        try:
-            fitter = Fitter(model, gal.flux_obs, gal.noise, data_mask=gal.mask, fixed=gal.fixed)
-            post = fitter.run(method, key=key, **options)
-            rows.append(summarise(gal.id, post, free))
-            if save_posteriors:
-                post.save(post_dir / f"{_safe_name(gal.id)}.h5")
-            if plots:
-                save_figures(post, out / "plots", _safe_name(gal.id))
-        except (DataError, FloatingPointError) as err:
-            rows.append({"id": gal.id, "method": method, "error": f"{type(err).__name__}: {err}"})
-    _atomic_write_csv(out / "summary.csv", summary_columns(free), rows)
+    _check_resume(out, _run_manifest(config, method, options, key_seed, n_pad, strategy), resume)
+    done = _finished_rows(out)
+    todo = [i for i, g in enumerate(galaxies) if g.id not in done]
+    # every chunk padded to one batch shape: one compilation for the whole run
+    n_pad = n_pad or min(chunk_size, len(galaxies))
+    chunks = [todo[i:i + chunk_size] for i in range(0, len(todo), chunk_size)]
+    args = (method, options, key_seed, str(out), n_pad, strategy, save_posteriors, plots)
+
+    bar = tqdm(total=len(galaxies), initial=len(galaxies) - len(todo), unit="gal",
+               desc=f"tengri fit ({method})", disable=not progress, smoothing=0.1)
+    failed: dict[str, str] = {}
+    try:
+        if dask_spec is None and client is None:
+            for chunk in chunks:
+                fit_chunk(model, [galaxies[i] for i in chunk], chunk, *args)
+                bar.update(len(chunk))
+        else:
+            failed = _fit_chunks_dask(dask_spec, client, load_config(config), chunks, galaxies,
+                                      args, bar, tengri.persistent_cache_dir())
+    finally:
+        bar.close()
+
+    finished = _finished_rows(out)
+    rows = [finished.get(g.id) or error_row(g.id, method, failed.get(g.id, "no result"))
+            for g in galaxies]
+    write_summary(summary_path(out, fmt), summary_columns(model.parameters.free_names), rows, fmt)
     return rows
 
 
-def _safe_name(gid: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in gid)
+def _fit_chunks_dask(dask_spec, client, config: dict, chunks, galaxies, args, bar,
+                     cache_dir) -> dict[str, str]:
+    """One task per chunk; returns ``{id: error}`` for the galaxies of failed tasks
+    (they have no part file, so a resumed run tries them again)."""
+    from distributed import as_completed
+
+    cluster = None
+    if client is None:
+        client, cluster = _dask_client(dask_spec)
+    failed: dict[str, str] = {}
+    try:
+        futures = {}
+        for chunk in chunks:
+            future = client.submit(_chunk_task, config, None if cache_dir is None else str(cache_dir),
+                                   [galaxies[i] for i in chunk], chunk, *args, pure=False)
+            futures[future] = chunk
+        for future in as_completed(futures):
+            chunk = futures[future]
+            if future.status == "error":
+                err = future.exception()
+                failed.update({galaxies[i].id: f"{type(err).__name__}: {err}" for i in chunk})
+            bar.update(len(chunk))
+    finally:
+        if cluster is not None:
+            client.close()
+            cluster.close()
+    return failed

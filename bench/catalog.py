@@ -1,0 +1,142 @@
+"""The real GOODS-S catalog (616 galaxies) through CatalogFitter: MAP, Laplace, NUTS, Dask.
+
+For each method: the time to prepare the galaxies (per-galaxy band tables; numpy),
+the wall time of the fits after compilation (the engines are compiled first on a
+few galaxies of the same batch shape), galaxies/s, and for the MAP the log M*
+offset (median) and scatter (NMAD) against FAST's ``lmass``. ``--check-fitter N``
+compares the batched MAP of the first N galaxies with per-galaxy ``Fitter`` MAPs.
+``--dask`` runs the MAP again through ``tengri.fit_catalog`` on a Dask
+LocalCluster(2). NUTS is run on ``--nuts-galaxies`` galaxies and extrapolated to
+616 (marked as such in the JSON). Writes bench/out/catalog.json.
+
+    .venv/bin/python bench/catalog.py [--n-galaxies 616] [--map-starts 2] [--nuts-galaxies 8] [--dask]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import write_json  # noqa: E402
+
+REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
+
+
+def offset_scatter(ours: np.ndarray, ref: np.ndarray) -> dict:
+    """Median offset and NMAD scatter [dex] of ``ours − ref`` over finite pairs."""
+    ok = np.isfinite(ours) & np.isfinite(ref)
+    delta = ours[ok] - ref[ok]
+    offset = float(np.median(delta))
+    return {"n": int(ok.sum()), "median_offset_dex": offset,
+            "nmad_scatter_dex": float(1.4826 * np.median(np.abs(delta - offset)))}
+
+
+def timed_fit(model, galaxies, method, n_pad, options, warm):
+    """Compile on ``warm`` galaxies (same batch shape), then time the whole catalog."""
+    from tengri.inference.catalog import CatalogFitter
+
+    start = time.perf_counter()
+    CatalogFitter(model, galaxies[:warm], method=method, n_pad=n_pad, **options).run()
+    compile_s = time.perf_counter() - start
+    fitter = CatalogFitter(model, galaxies, method=method, n_pad=n_pad, **options)
+    start = time.perf_counter()
+    result = fitter.run()
+    wall = time.perf_counter() - start
+    return result, {"method": method, "strategy": result.strategy, "batch_mode": fitter.batch_mode,
+                    "options": options, "n_pad": n_pad, "n_galaxies": len(galaxies),
+                    "n_failed": result.n_failed, "compile_and_first_batch_s": compile_s,
+                    "wall_s_after_compile": wall, "galaxies_per_s": len(galaxies) / wall}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--n-galaxies", type=int, default=616)
+    parser.add_argument("--n-pad", type=int, default=32)
+    parser.add_argument("--map-starts", type=int, default=2)
+    parser.add_argument("--nuts-galaxies", type=int, default=8)
+    parser.add_argument("--nuts-warmup", type=int, default=300)
+    parser.add_argument("--nuts-samples", type=int, default=500)
+    parser.add_argument("--check-fitter", type=int, default=0)
+    parser.add_argument("--dask", action="store_true")
+    args = parser.parse_args()
+
+    import tengri
+    from tengri.catalog_io import galaxies_from_table
+    from tengri.examples.goodss import FAST_LIKE_CONFIG, fast_reference, goodss_catalog
+    from tengri.model.config import model_from_config
+
+    if not REAL.is_dir():
+        sys.exit(f"real data not found at {REAL}")
+    tengri.enable_persistent_cache()
+    model, spec = model_from_config(FAST_LIKE_CONFIG)
+    table = goodss_catalog(REAL)[: args.n_galaxies]
+    galaxies = galaxies_from_table(table, spec)
+    fast = fast_reference(REAL)
+    lmass = dict(zip(np.asarray(fast["id"]).astype(str), np.asarray(fast["lmass"], float)))
+    out: dict = {"n_galaxies": len(galaxies), "cpu_cores": len(__import__("os").sched_getaffinity(0))}
+
+    # preparing a galaxy (prior table, band matrix, band tables) is per-galaxy numpy work
+    from tengri.inference.fitter import Fitter
+
+    start = time.perf_counter()
+    for g in galaxies[:20]:
+        Fitter(model, g.flux_obs, g.noise, data_mask=g.mask, fixed=g.fixed)
+    out["prepare_s_per_galaxy"] = (time.perf_counter() - start) / 20
+
+    map_options = {"n_starts": args.map_starts}
+    result, out["map"] = timed_fit(model, galaxies, "map", args.n_pad, map_options, args.n_pad)
+    ours = np.array([row.get("log_mstar_p50", np.nan) for row in result.summary], float)
+    ref = np.array([lmass.get(g.id, np.nan) for g in galaxies])
+    out["map"]["log_mstar_vs_fast"] = offset_scatter(ours, ref)
+    out["map"]["errors"] = sorted({row["error"] for row in result.summary if row["error"]})[:5]
+
+    if args.check_fitter:
+        from tengri.inference.catalog import galaxy_key
+
+        key = __import__("jax").random.PRNGKey(42)
+        worst = 0.0
+        for i, g in enumerate(galaxies[: args.check_fitter]):
+            if result.posteriors[i] is None:
+                continue
+            ref_post = Fitter(model, g.flux_obs, g.noise, data_mask=g.mask, fixed=g.fixed).run(
+                "map", key=galaxy_key(key, i), **map_options)
+            worst = max(worst, max(abs(ref_post.params[k] - result.posteriors[i].params[k])
+                                   for k in model.parameters.free_names))
+        out["map"]["max_abs_diff_vs_fitter"] = {"n": args.check_fitter, "value": worst}
+
+    _, out["laplace"] = timed_fit(model, galaxies, "laplace", args.n_pad,
+                                  {**map_options, "n_samples": 500}, args.n_pad)
+    out["map_plus_laplace_wall_s_after_compile"] = (out["map"]["wall_s_after_compile"]
+                                                    + out["laplace"]["wall_s_after_compile"])
+
+    nuts_options = {"n_warmup": args.nuts_warmup, "n_samples": args.nuts_samples}
+    sub = galaxies[: args.nuts_galaxies]
+    _, nuts = timed_fit(model, sub, "nuts", None, nuts_options, 1)
+    nuts["extrapolated_wall_s_616"] = nuts["wall_s_after_compile"] / len(sub) * 616
+    out["nuts"] = nuts
+
+    if args.dask:
+        from tengri.fit_catalog import fit_catalog
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "goodss.ecsv"
+            table.write(path, format="ascii.ecsv")
+            start = time.perf_counter()
+            rows = fit_catalog(path, FAST_LIKE_CONFIG, "map", Path(tmp) / "out", options=map_options,
+                               progress=False, save_posteriors=False, chunk_size=args.n_pad,
+                               n_pad=args.n_pad, dask="local:2")
+            wall = time.perf_counter() - start
+        out["dask_local2_map"] = {"wall_s_including_worker_start_and_compile": wall,
+                                  "galaxies_per_s": len(rows) / wall,
+                                  "n_failed": sum(1 for r in rows if r["error"])}
+    write_json("catalog", out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,625 @@
+"""CatalogFitter: many galaxies, one model configuration, shared compiled programs.
+
+Every galaxy of a catalog has the same likelihood function and differs only in
+its ``data_args`` (data, noise, mask, prior table, band matrix and band tables),
+which engines take as a traced argument (``docs/architecture.md``). So:
+
+``"batched"`` (default for ``map`` and ``laplace``)
+    The galaxies' ``data_args`` are stacked along a leading axis (leaves that are
+    the same object for every galaxy, such as the model grids, are passed once)
+    and the single-galaxy engines of :mod:`tengri.inference.methods.optimize`
+    run over the batch in one jitted call per batch: under ``jax.vmap``
+    (``batch_mode="vmap"``; the batched loops run until the slowest galaxy of
+    the batch has converged, converged galaxies stay where they are) or in a
+    ``lax.map`` loop inside the call (``batch_mode="scan"``). Every galaxy keeps
+    its own multi-start L-BFGS, so the answers are the per-galaxy Fitter's.
+    With ``mcmc_nuts``/``hmc``/``dynamic_hmc``/``ghmc`` (only when asked for:
+    ``strategy="batched"``), the MAP starts are batched as above and then the
+    sampler's engine (window adaptation + chain) is batched over galaxies.
+    **What is shared** is the compiled program, the warm-up schedule and the
+    number of steps; each galaxy adapts its *own* step size and diagonal mass
+    matrix (latent posterior widths differ by orders of magnitude between a
+    faint and a bright galaxy, so one mass matrix for all would be a poor metric
+    for most of them).
+``"sequential"``
+    One :class:`~tengri.inference.fitter.Fitter` per galaxy, one after the
+    other, all using the engines compiled for the first (any method).
+
+``n_pad`` fixes the batch shape: galaxies are fitted ``n_pad`` at a time, the
+last batch filled with masked dummy galaxies (no datum used, so their fit is
+the prior's mode and costs a few iterations), so catalogs of any size reuse one
+compiled program.
+
+Randomness: galaxy ``i`` (its position in ``galaxies``) gets the key
+``jax.random.fold_in(key, i)`` whatever the strategy, batch or chunk, so a
+galaxy's result does not depend on how the catalog is cut up.
+
+Measured on two CPU cores (``bench/catalog.py``): vmapping does not make the
+per-galaxy gradient cheaper on a CPU, and NUTS under ``vmap`` pays the longest
+trajectory of the batch at every step (see :mod:`tengri.inference.methods.mcmc`),
+so ``strategy="auto"`` batches map/laplace only, and ``batch_mode="auto"`` uses
+``lax.map`` on a CPU and ``vmap`` on an accelerator.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+import jax
+import numpy as np
+
+from tengri.errors import DataError, ParameterError
+from tengri.inference import cache, registry
+
+__all__ = ["CatalogFitter", "CatalogResult", "GalaxyRecord", "galaxy_key", "STRATEGIES",
+           "fit_records", "choose_strategy", "method_options",
+           "NATIVE_VI_SEEDS", "SPECTRO_KEYS"]
+
+STRATEGIES = ("auto", "batched", "sequential")
+VMAP_POINT_METHODS = ("map", "laplace")
+VMAP_MCMC_METHODS = ("mcmc_nuts", "hmc", "dynamic_hmc", "ghmc")
+NATIVE_VI_SEEDS = 5  # n_seeds of "native" VI methods unless given
+SPECTRO_KEYS = ("spec_obs", "spec_noise", "wave_spec")
+_GALAXY_KEYS = ("id", "flux_obs", "noise", "mask", "fixed") + SPECTRO_KEYS
+
+
+def galaxy_key(key: jax.Array, index: int) -> jax.Array:
+    """PRNG key of the galaxy at position ``index`` of the catalog."""
+    return jax.random.fold_in(key, int(index))
+
+
+@dataclass
+class GalaxyRecord:
+    """One galaxy's input, normalised.
+
+    Attributes
+    ----------
+    id : str
+    index : int
+        Position in the catalog (selects the galaxy's PRNG key).
+    flux_obs, noise : numpy.ndarray, shape (n_band,)
+        f_ν and 1σ errors [erg/s/cm²/Hz].
+    mask : numpy.ndarray of bool, shape (n_band,) or None
+        True = use the band.
+    fixed : dict
+        Per-galaxy values of fixed parameters (e.g. ``{"redshift": 1.2}``).
+    spectro : dict
+        ``spec_obs`` / ``spec_noise`` / ``wave_spec`` when given.
+    """
+
+    id: str
+    index: int
+    flux_obs: np.ndarray
+    noise: np.ndarray
+    mask: np.ndarray | None
+    fixed: dict
+    spectro: dict = field(default_factory=dict)
+
+
+@dataclass
+class CatalogResult:
+    """What :meth:`CatalogFitter.run` returns.
+
+    Attributes
+    ----------
+    posteriors : list of Posterior or None
+        In catalog order; None where the galaxy failed.
+    summary : list of dict
+        One row per galaxy, in catalog order (``tengri.catalog_summary``
+        columns); ``error`` is "" or ``"<ExceptionType>: <message>"``.
+    strategy : str
+        ``"batched"`` or ``"sequential"``.
+    wall_time_s : float
+    """
+
+    posteriors: list
+    summary: list
+    strategy: str
+    wall_time_s: float
+
+    @property
+    def n_failed(self) -> int:
+        return sum(1 for row in self.summary if row.get("error"))
+
+
+def _as_record(gal: Any, index: int, model, fixed_columns: Mapping[str, Any]) -> GalaxyRecord:
+    """A galaxy dict (or ``tengri.catalog_io.GalaxyInput``) → GalaxyRecord."""
+    if hasattr(gal, "flux_obs") and not isinstance(gal, Mapping):
+        gal = {"id": gal.id, "flux_obs": gal.flux_obs, "noise": gal.noise, "mask": gal.mask,
+               "fixed": gal.fixed}
+    if not isinstance(gal, Mapping):
+        raise DataError(f"galaxies[{index}] must be a dict with 'flux_obs' and 'noise', "
+                        f"got {type(gal).__name__}")
+    fixed_names = set(model.parameters.fixed_values)
+    unknown = [k for k in gal if k not in _GALAXY_KEYS and k not in fixed_names]
+    if unknown:
+        raise DataError(f"galaxies[{index}] has unknown keys {unknown}; valid: "
+                        f"{', '.join(_GALAXY_KEYS)} and the fixed parameters {sorted(fixed_names)}")
+    for name in ("flux_obs", "noise"):
+        if name not in gal:
+            raise DataError(f"galaxies[{index}] has no {name!r}")
+    fixed = dict(gal.get("fixed") or {})
+    fixed.update({k: float(v) for k, v in gal.items() if k in fixed_names})
+    for name, values in fixed_columns.items():
+        fixed.setdefault(name, float(values[index]))
+    mask = gal.get("mask")
+    return GalaxyRecord(
+        id=str(gal.get("id", index)), index=index,
+        flux_obs=np.asarray(gal["flux_obs"], dtype=np.float64),
+        noise=np.asarray(gal["noise"], dtype=np.float64),
+        mask=None if mask is None else np.asarray(mask, dtype=bool),
+        fixed=fixed, spectro={k: gal[k] for k in SPECTRO_KEYS if k in gal},
+    )
+
+
+def method_options(method: str, options: Mapping[str, Any]) -> dict:
+    """``options`` checked against ``method`` (ValueError naming an unknown one), with
+    ``n_seeds = NATIVE_VI_SEEDS`` added for methods with "native" in their name."""
+    options = dict(options)
+    if "native" in registry.canonical_method(method) and "n_seeds" not in options:
+        options["n_seeds"] = NATIVE_VI_SEEDS
+    registry.method_options(method, options)
+    return options
+
+
+def choose_strategy(method: str, strategy: str, spectro: bool) -> str:
+    """``"batched"`` or ``"sequential"`` for a canonical ``method`` (see the module docstring).
+
+    Raises
+    ------
+    ParameterError
+        Unknown ``strategy``, or ``"batched"`` for a method or data it cannot batch.
+    """
+    if strategy not in STRATEGIES:
+        raise ParameterError(f"strategy {strategy!r} unknown; valid: {', '.join(STRATEGIES)}")
+    vmappable = method in VMAP_POINT_METHODS + VMAP_MCMC_METHODS and not spectro
+    if strategy == "batched" and not vmappable:
+        raise ParameterError(
+            f"strategy 'batched' needs photometry and a method among "
+            f"{', '.join(VMAP_POINT_METHODS + VMAP_MCMC_METHODS)}; got {method!r}"
+            + (" with spectroscopy" if spectro else ""))
+    if strategy == "auto":
+        return "batched" if vmappable and method in VMAP_POINT_METHODS else "sequential"
+    return strategy
+
+
+def resolve_batch_mode(batch_mode: str) -> str:
+    """``"vmap"`` or ``"scan"``; ``"auto"`` is ``"scan"`` on a CPU, ``"vmap"`` on accelerators."""
+    if batch_mode == "auto":
+        return "scan" if jax.default_backend() == "cpu" else "vmap"
+    if batch_mode not in BATCH_MODES:
+        raise ParameterError(f"batch_mode {batch_mode!r} unknown; valid: auto, {', '.join(BATCH_MODES)}")
+    return batch_mode
+
+
+def _error_text(err: BaseException) -> str:
+    return f"{type(err).__name__}: {err}"
+
+
+class CatalogFitter:
+    """Fit every galaxy of a catalog with one model, sharing compiled programs.
+
+    Parameters
+    ----------
+    model : SEDModel
+    galaxies : sequence of dict
+        Each with ``flux_obs`` and ``noise`` (shape (n_band,), erg/s/cm²/Hz),
+        optionally ``mask`` (bool, True = use), ``id``, per-galaxy values of fixed
+        parameters (``"redshift": 1.2``, or ``"fixed": {...}``) and the
+        spectroscopy keys ``spec_obs``, ``spec_noise``, ``wave_spec`` (passed to
+        the Fitter; such galaxies are fitted one by one).
+        :class:`tengri.catalog_io.GalaxyInput` rows are accepted too.
+    method : str
+        Any method of ``Fitter.run`` (default ``"vi"``).
+    key : jax PRNGKey, optional
+        Default ``jax.random.PRNGKey(42)``; galaxy ``i`` uses ``fold_in(key, i)``.
+    n_pad : int, optional
+        Batch size of the vmapped strategy: batches are padded to it with masked
+        dummy galaxies, so every catalog size uses one compiled program. Default:
+        one batch holding the whole catalog.
+    client : dask.distributed.Client, optional
+        Fit chunks of ``chunk_size`` galaxies on the cluster's workers (each
+        worker receives the model once and compiles once; enable the persistent
+        cache, :func:`tengri.enable_persistent_cache`, to share compilations).
+    chunk_size : int, optional
+        Galaxies per dask task (default ``n_pad`` or 64).
+    strategy : {"auto", "batched", "sequential"}
+        See the module docstring.
+    batch_mode : {"auto", "vmap", "scan"}
+        How strategy "batched" runs a batch in its one jitted call: ``jax.vmap``, or
+        ``lax.map`` (one galaxy after the other inside the call). ``"auto"``:
+        ``"scan"`` on a CPU, ``"vmap"`` on a GPU/TPU (on two CPU cores the
+        vmapped MAP engine took minutes to compile and its batched gradient was
+        slower per galaxy than the unbatched one; ``bench/catalog.py``).
+    **kwargs
+        A name that is a fixed parameter of the model (e.g. ``redshift``) gives
+        per-galaxy values (a sequence as long as ``galaxies``) for galaxies that
+        do not carry their own; anything else is a method option.
+        Methods with ``native`` in their name default to ``n_seeds=5``.
+
+    Examples
+    --------
+    >>> result = CatalogFitter(model, galaxies, method="map", n_pad=64).run()  # doctest: +SKIP
+    >>> result.summary[0]["stellar_mass_p50"], result.posteriors[0]         # doctest: +SKIP
+    """
+
+    def __init__(self, model, galaxies: Sequence[Any], method: str = "vi", key=None,
+                 n_pad: int | None = None, client=None, chunk_size: int | None = None,
+                 strategy: str = "auto", batch_mode: str = "auto", **kwargs: Any):
+        self.model = model
+        self.batch_mode = resolve_batch_mode(batch_mode)
+        self.method = registry.canonical_method(method)
+        fixed_names = set(model.parameters.fixed_values)
+        fixed_columns = {k: v for k, v in kwargs.items() if k in fixed_names}
+        self.options = method_options(self.method, {k: v for k, v in kwargs.items()
+                                                    if k not in fixed_names})
+        self.n_pad = None if n_pad is None else _positive("n_pad", n_pad)
+        self.chunk_size = _positive("chunk_size", chunk_size or self.n_pad or 64)
+        self.key = jax.random.PRNGKey(42) if key is None else key
+        self.client = client
+        galaxies = list(galaxies)
+        for name, values in fixed_columns.items():
+            if np.ndim(values) == 0:
+                fixed_columns[name] = np.full(len(galaxies), float(values))
+            elif len(values) != len(galaxies):
+                raise DataError(f"{name} has {len(values)} values for {len(galaxies)} galaxies")
+        self.records = [_as_record(g, i, model, fixed_columns) for i, g in enumerate(galaxies)]
+        ids = [r.id for r in self.records]
+        if len(set(ids)) != len(ids):
+            raise DataError("galaxy ids are not unique")
+        self.strategy = choose_strategy(self.method, strategy, any(r.spectro for r in self.records))
+
+    # ------------------------------------------------------------------ running
+    def run(self, progress=None) -> CatalogResult:
+        """Fit every galaxy.
+
+        Parameters
+        ----------
+        progress : callable, optional
+            Called as ``progress(n_done)`` after each batch / galaxy / chunk.
+
+        Returns
+        -------
+        CatalogResult
+            A galaxy whose input is unusable (e.g. no finite flux) or whose fit
+            raises has ``posteriors[i] = None`` and its error in the summary; the
+            rest of the catalog is fitted.
+        """
+        start = time.perf_counter()
+        if self.client is not None:
+            posteriors, rows = self._run_dask(progress)
+        else:
+            posteriors, rows = fit_records(self.model, self.records, self.method, self.options,
+                                           self.key, self.n_pad, self.strategy, progress,
+                                           self.batch_mode)
+        return CatalogResult(posteriors, rows, self.strategy, time.perf_counter() - start)
+
+    def _run_dask(self, progress):
+        from distributed import as_completed
+
+        model_future = self.client.scatter(self.model, broadcast=True)
+        chunks = [self.records[i:i + self.chunk_size]
+                  for i in range(0, len(self.records), self.chunk_size)]
+        futures = {self.client.submit(_fit_chunk_remote, model_future, chunk, self.method,
+                                      self.options, self.key, self.n_pad, self.strategy,
+                                      self.batch_mode, pure=False): n for n, chunk in enumerate(chunks)}
+        results: dict[int, tuple] = {}
+        for future in as_completed(futures):
+            results[futures[future]] = future.result()
+            if progress is not None:
+                progress(len(chunks[futures[future]]))
+        posteriors, rows = [], []
+        for n in range(len(chunks)):
+            chunk_posts, chunk_rows = results[n]
+            for post in chunk_posts:
+                if post is not None:
+                    post._model = self.model
+            posteriors += chunk_posts
+            rows += chunk_rows
+        return posteriors, rows
+
+
+def _positive(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ParameterError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def _fit_chunk_remote(model, records, method, options, key, n_pad, strategy, batch_mode):
+    """A dask task: fit ``records``; posteriors travel back without model or fitter."""
+    posteriors, rows = fit_records(model, records, method, options, key, n_pad, strategy,
+                                   batch_mode=batch_mode)
+    for post in posteriors:
+        if post is not None:
+            post._model = None
+            post._fitter = None
+    return posteriors, rows
+
+
+# ------------------------------------------------------------------ the strategies
+def fit_records(model, records: Sequence[GalaxyRecord], method: str, options: dict, key,
+                n_pad: int | None, strategy: str, progress=None,
+                batch_mode: str = "auto") -> tuple[list, list]:
+    """Fit ``records`` in this process; ``(posteriors, summary rows)`` in their order.
+
+    ``strategy`` is ``"batched"`` or ``"sequential"`` (as chosen by CatalogFitter);
+    ``batch_mode`` as in :class:`CatalogFitter`.
+    """
+    batch_mode = resolve_batch_mode(batch_mode)
+    from tengri.catalog_summary import error_row, summarise
+
+    free = model.parameters.free_names
+    posteriors: list = [None] * len(records)
+    errors = [""] * len(records)
+    rows: dict[int, dict] = {}
+    # Fitters (whose data_args hold each galaxy's band tables) live for one batch
+    # only; the posteriors keep the model but drop their fitter.
+    step = (n_pad or len(records) or 1) if strategy == "batched" else 1
+    for first in range(0, len(records), step):
+        idx = list(range(first, min(first + step, len(records))))
+        fitters, errs = _build_fitters(model, [records[i] for i in idx])
+        ready = [(i, f) for i, f, e in zip(idx, fitters, errs) if f is not None]
+        for i, e in zip(idx, errs):
+            errors[i] = e
+        if strategy == "batched" and ready:
+            try:
+                outs = _fit_batch(method, options, key, [records[i] for i, _ in ready],
+                                  [f for _, f in ready], step, batch_mode)
+            except Exception as err:  # the whole batch failed: say so for each galaxy
+                outs = [err] * len(ready)
+        else:
+            outs = []
+            for i, fitter in ready:
+                try:
+                    outs.append(fitter.run(method, key=galaxy_key(key, records[i].index), **options))
+                except Exception as err:  # one failed galaxy must not stop the catalog
+                    outs.append(err)
+        for (i, _), out in zip(ready, outs):
+            if isinstance(out, BaseException):
+                errors[i] = _error_text(out)
+                continue
+            try:
+                rows[i] = summarise(records[i].id, out, free)
+            except Exception as err:
+                errors[i] = _error_text(err)
+                continue
+            out._fitter = None
+            posteriors[i] = out
+        if progress is not None:
+            progress(len(idx))
+    return posteriors, [rows[i] if i in rows else error_row(rec.id, method, errors[i])
+                        for i, rec in enumerate(records)]
+
+
+def _fitter_spectro_kwargs(spectro: dict) -> dict:
+    from tengri.inference.fitter import Fitter
+
+    accepted = inspect.signature(Fitter.__init__).parameters
+    missing = [k for k in spectro if k not in accepted]
+    if missing:
+        raise ParameterError(f"the Fitter does not take spectroscopy yet ({missing} given)")
+    return dict(spectro)
+
+
+def _build_fitters(model, records) -> tuple[list, list]:
+    """One Fitter per galaxy (None + error text where the input is unusable)."""
+    from tengri.inference.fitter import Fitter
+
+    fitters, errors = [], []
+    for rec in records:
+        try:
+            usable = np.ones(rec.flux_obs.shape, bool) if rec.mask is None else rec.mask.copy()
+            usable &= np.isfinite(rec.flux_obs) & np.isfinite(rec.noise) & (rec.noise > 0)
+            if not usable.any() and not rec.spectro:
+                raise DataError(f"galaxy {rec.id!r}: no usable photometry (every flux or error "
+                                "is missing, NaN or ≤ 0)")
+            fitters.append(Fitter(model, rec.flux_obs, rec.noise, data_mask=rec.mask,
+                                  fixed=rec.fixed, **_fitter_spectro_kwargs(rec.spectro)))
+            errors.append("")
+        except Exception as err:
+            fitters.append(None)
+            errors.append(_error_text(err))
+    return fitters, errors
+
+
+def _data_axes(fitter) -> tuple:
+    """``(treedef, leaf axes)``: None for leaves shared by every galaxy of the model
+    (the same object in two independently built problems, e.g. the grids), 0 else."""
+    problem = fitter.problem
+    again = fitter.model.build_problem(fitter.data, fitter.noise, fitter.mask, fixed=fitter.fixed)
+    leaves, treedef = jax.tree_util.tree_flatten(problem.data_args)
+    other = jax.tree_util.tree_leaves(again.data_args)
+    return treedef, tuple(None if a is b else 0 for a, b in zip(leaves, other))
+
+
+def _dummy_args(data_args: dict) -> dict:
+    """A galaxy that uses no datum (padding): its fit is the prior's mode."""
+    mask = np.zeros(np.shape(data_args["mask"]), bool)
+    return {**data_args, "mask": mask, "data": np.zeros(np.shape(data_args["data"])),
+            "noise": np.ones(np.shape(data_args["noise"])), "log_norm": np.float64(0.0)}
+
+
+def _stack(all_args: list, axes: tuple) -> Any:
+    """Stack galaxies' data_args along axis 0 (shared leaves once), on the device."""
+    treedef, leaf_axes = axes
+    columns = [jax.tree_util.tree_leaves(args) for args in all_args]
+    leaves = []
+    for j, axis in enumerate(leaf_axes):
+        if axis is None:
+            leaves.append(columns[0][j])
+        else:
+            leaves.append(jax.device_put(np.stack([np.asarray(c[j]) for c in columns])))
+    return jax.tree_util.tree_unflatten(treedef, leaves)
+
+
+_BATCHED: dict[tuple, Any] = {}
+BATCH_MODES = ("vmap", "scan")
+
+
+def _batched(engine, axes: tuple, n_unbatched: int, mode: str = "vmap"):
+    """One jitted call of ``engine`` over a batch; memoised.
+
+    The call takes (keys (n, 2), points (n, d), stacked data_args, then
+    ``n_unbatched`` arguments shared by the batch). ``mode="vmap"`` batches the
+    engine (``jax.vmap``); ``"scan"`` runs it galaxy after galaxy in a
+    ``lax.map`` loop (same program as the single-galaxy engine: compiles as fast
+    and pays no lock-step cost, but has no batch parallelism).
+    """
+    memo = (engine, axes, n_unbatched, mode)
+    if memo not in _BATCHED:
+        treedef, leaf_axes = axes
+
+        def call(keys, points, data_args, *rest):
+            leaves = jax.tree_util.tree_leaves(data_args)
+            mapped = [leaf for leaf, axis in zip(leaves, leaf_axes) if axis == 0]
+
+            def one(xs):
+                key, point, own = xs
+                own, shared = iter(own), iter(leaves)
+                full = [next(own) if axis == 0 else leaf
+                        for axis, leaf in zip(leaf_axes, shared)]
+                return engine(key, point, jax.tree_util.tree_unflatten(treedef, full), *rest)
+
+            if mode == "vmap":
+                return jax.vmap(one)((keys, points, mapped))
+            return jax.lax.map(one, (keys, points, mapped))
+
+        _BATCHED[memo] = jax.jit(call)
+    return _BATCHED[memo]
+
+
+cache.register_gc_hook(_BATCHED.clear)
+
+
+def _fit_batch(method: str, options: dict, key, records, fitters, batch: int, mode: str) -> list:
+    """Vmapped fits of one batch (padded to ``batch``): a Posterior or an exception each."""
+    from tengri.inference.methods import optimize
+    from tengri.inference.problem import RawResult
+
+    start = time.perf_counter()
+    opts = registry.method_options(method, options)
+    problem = fitters[0].problem
+    axes = _data_axes(fitters[0])
+    n_real = len(fitters)
+    all_args = [f.problem.data_args for f in fitters]
+    all_args += [_dummy_args(all_args[0])] * (batch - n_real)
+    data_args = _stack(all_args, axes)
+    keys = np.stack([np.asarray(galaxy_key(key, r.index)) for r in records]
+                    + [np.asarray(galaxy_key(key, records[0].index))] * (batch - n_real))
+    inits = np.stack([np.asarray(f.problem.init, np.float64) for f in fitters]
+                     + [np.asarray(problem.init, np.float64)] * (batch - n_real))
+    with cache.persistent():  # the engines below are used by every batch
+        if method in VMAP_POINT_METHODS:
+            found, extra = _vmapped_point(method, opts, problem, keys, inits, data_args, axes, mode)
+        else:
+            found, extra = _vmapped_mcmc(method, opts, problem, keys, inits, data_args, axes, mode)
+    found = jax.tree.map(np.asarray, found)
+    extra = jax.tree.map(np.asarray, extra) if extra is not None else None
+    wall = (time.perf_counter() - start) / n_real
+    outs = []
+    for g, fitter in enumerate(fitters):
+        try:
+            one = {k: v[g] for k, v in found.items()}
+            if method in VMAP_POINT_METHODS:
+                if not np.isfinite(one["neg_log_density"]):
+                    raise FloatingPointError("the MAP's log posterior is not finite")
+                n_starts, _, tol = optimize._map_options(method, opts)
+                diagnostics = optimize._map_diagnostics(one, tol, n_starts)
+                samples = None
+                if method == "laplace":
+                    gauss = {k: v[g] for k, v in extra.items()}
+                    diagnostics.update(
+                        covariance=gauss["covariance"],
+                        condition_number=float(gauss["condition_number"]),
+                        hessian_positive_definite=bool(gauss["positive_definite"]),
+                        hessian_min_eigenvalue=float(gauss["min_eigenvalue"]),
+                        n_clipped_eigenvalues=int(gauss["n_clipped"]),
+                    )
+                    samples = gauss["samples"]
+                raw = RawResult(method=method, point=one["point"], samples=samples,
+                                diagnostics=diagnostics, loss_history=optimize._map_history(one))
+            else:
+                raw = _mcmc_raw(method, opts, one)
+            outs.append(fitter._posterior(raw, wall))
+        except Exception as err:
+            outs.append(err)
+    return outs
+
+
+def _vmapped_point(method, opts, problem, keys, inits, data_args, axes, mode):
+    """MAP (and Laplace Gaussians) of a batch, exactly as run_map / run_laplace do."""
+    from tengri.inference.methods import optimize
+
+    n_starts, n_steps, tol = optimize._map_options(method, opts)
+    map_keys = keys
+    if method == "laplace":
+        split = jax.vmap(jax.random.split)(keys)
+        map_keys, draw_keys = split[:, 0], split[:, 1]
+    engine = optimize.build_map_engine(problem.log_likelihood, problem.n_dim,
+                                       optimize.history_capacity(n_steps))
+    found = _batched(engine, axes, 3, mode)(map_keys, inits, data_args, np.int64(n_starts),
+                                      np.int64(n_steps), np.float64(tol))
+    if method != "laplace":
+        return found, None
+    n_samples = optimize.positive_int("laplace", "n_samples", opts["n_samples"])
+    lap = optimize.build_laplace_engine(problem.log_likelihood, problem.n_dim, n_samples)
+    return found, _batched(lap, axes, 0, mode)(draw_keys, found["point"], data_args)
+
+
+def _vmapped_mcmc(method, opts, problem, keys, inits, data_args, axes, mode):
+    """HMC-family chains of a batch, per galaxy as ``mcmc._run_hmc_family`` runs them."""
+    from tengri.inference.methods import mcmc, optimize
+
+    n_warmup = optimize.positive_int(method, "n_warmup", opts["n_warmup"])
+    n_burnin = optimize.positive_int(method, "n_burnin", opts["n_burnin"], minimum=0)
+    n_samples = optimize.positive_int(method, "n_samples", opts["n_samples"])
+    n_chains = optimize.positive_int(method, "n_chains", opts["n_chains"])
+    max_doublings = optimize.positive_int(method, "max_num_doublings", opts.get("max_num_doublings", 10))
+    engine = mcmc.build_hmc_family_engine(
+        problem.log_likelihood, problem.n_dim, method, n_warmup, n_burnin, n_samples,
+        bool(opts["use_dense"]), max_doublings if method == "mcmc_nuts" else 0)
+    # per galaxy: key → (key_map, key_chains) as in mcmc._chain_keys
+    split = jax.vmap(jax.random.split)(keys)
+    key_map, key_chains = split[:, 0], split[:, 1]
+    if opts["start"] == "map":
+        defaults = registry.method_options("map", {})
+        map_engine = optimize.build_map_engine(problem.log_likelihood, problem.n_dim,
+                                               optimize.history_capacity(defaults["n_steps"]))
+        z0 = _batched(map_engine, axes, 3, mode)(key_map, inits, data_args, np.int64(mcmc.MAP_STARTS),
+                                           np.int64(defaults["n_steps"]),
+                                           np.float64(defaults["tol"]))["point"]
+    else:
+        z0 = inits
+    run = _batched(engine, axes, 4, mode)
+    chains = []
+    for chain in range(n_chains):
+        chain_keys = jax.vmap(lambda k: jax.random.fold_in(k, chain))(key_chains)
+        chains.append(jax.tree.map(np.asarray, run(
+            chain_keys, z0, data_args, np.float64(opts["target_accept"]),
+            np.int64(opts.get("num_integration_steps", 1)), np.float64(opts.get("alpha", 1.0)),
+            np.float64(opts.get("delta", 0.0)))))
+    stacked = {k: np.stack([c[k] for c in chains], axis=1) for k in chains[0]}  # (batch, chain, ...)
+    stacked["_sizes"] = np.tile([n_chains, n_warmup, n_burnin, n_samples], (len(keys), 1))
+    return stacked, None
+
+
+def _mcmc_raw(method, opts, one: dict):
+    from tengri.inference.problem import RawResult
+
+    n_chains, n_warmup, n_burnin, n_samples = (int(v) for v in one["_sizes"])
+    samples = one["samples"]
+    diagnostics = {
+        "acceptance_rate": float(np.mean(one["acceptance_rate"])),
+        "divergences": int(np.sum(one["n_divergences"])),
+        "step_size": float(np.mean(one["step_size"])),
+        "step_size_per_chain": one["step_size"],
+        "n_integration_steps_mean": float(np.mean(one["n_integration_steps_mean"])),
+        "inverse_mass_matrix": one["inverse_mass_matrix"],
+        "n_chains": n_chains, "n_warmup": n_warmup, "n_burnin": n_burnin, "n_samples": n_samples,
+        "catalog_strategy": "batched",
+    }
+    return RawResult(method=method, point=samples.mean(axis=(0, 1)), samples=samples,
+                     diagnostics=diagnostics, loss_history=None)

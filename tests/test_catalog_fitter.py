@@ -1,0 +1,163 @@
+"""CatalogFitter: batched MAP = per-galaxy MAP, one compile for any catalog size,
+failed galaxies reported in the summary, summary formats."""
+
+import os
+
+import h5py
+import jax
+import numpy as np
+import pytest
+
+from tengri.errors import DataError, ParameterError
+from tengri.inference.catalog import CatalogFitter, galaxy_key, method_options
+
+FILTERS = ["sdss_u0", "sdss_g0", "sdss_r0", "sdss_i0", "sdss_z0", "twomass_J"]
+
+
+@pytest.fixture(scope="module")
+def small_model():
+    """Delayed-τ + Calzetti, no nebular emission, 6 bands, redshift per galaxy."""
+    from tengri import Fixed, LogUniform, Parameters, Photometry, SEDModel, Uniform
+
+    params = Parameters(redshift=Fixed(1.0), stellar_mass=Uniform(8.0, 12.0),
+                        age_gyr=Uniform(0.1, "age_of_universe"), tau_gyr=LogUniform(0.05, 10.0),
+                        metallicity=Fixed(1.0), av=Uniform(0.0, 2.0))
+    return SEDModel(params, Photometry(FILTERS), sfh="delayed", dust="calzetti", nebular=False)
+
+
+def mock_galaxies(model, n, seed=0):
+    """``n`` galaxy dicts at S/N 20 with their own redshift (0.3–2)."""
+    rng = np.random.default_rng(seed)
+    gals = []
+    for i in range(n):
+        z = float(rng.uniform(0.3, 2.0))
+        theta = {"redshift": z, "stellar_mass": rng.uniform(9.5, 11.0), "age_gyr": rng.uniform(0.5, 2.5),
+                 "tau_gyr": rng.uniform(0.3, 3.0), "metallicity": 1.0, "av": rng.uniform(0.1, 1.0)}
+        flux = model.predict_photometry(theta)
+        noise = flux / 20
+        gals.append({"id": f"g{i:03d}", "flux_obs": flux + noise * rng.standard_normal(flux.shape),
+                     "noise": noise, "redshift": z})
+    return gals
+
+
+def test_options_and_bad_input_are_refused(small_model):
+    gals = mock_galaxies(small_model, 2)
+    with pytest.raises(ValueError, match="n_samplez"):
+        CatalogFitter(small_model, gals, method="map", n_samplez=3)
+    with pytest.raises(ParameterError, match="n_pad"):
+        CatalogFitter(small_model, gals, method="map", n_pad=0)
+    with pytest.raises(ParameterError, match="batched"):
+        CatalogFitter(small_model, gals, method="vi", strategy="batched")
+    with pytest.raises(DataError, match="noise"):
+        CatalogFitter(small_model, [{"flux_obs": gals[0]["flux_obs"]}], method="map")
+    with pytest.raises(DataError, match="colour"):
+        CatalogFitter(small_model, [{**gals[0], "colour": 1}], method="map")
+    with pytest.raises(DataError, match="redshift has 1 values for 2"):
+        CatalogFitter(small_model, [{k: v for k, v in g.items() if k != "redshift"} for g in gals],
+                      method="map", redshift=[1.0])
+    assert method_options("vi_native", {})["n_seeds"] == 5
+    assert method_options("vi_native", {"n_seeds": 2})["n_seeds"] == 2
+    assert "n_seeds" not in method_options("map", {})
+    assert CatalogFitter(small_model, gals, method="map").strategy == "batched"
+    assert CatalogFitter(small_model, gals, method="nuts").strategy == "sequential"
+
+
+N_PAD = 8  # one batch shape for every test here: the batched engine compiles once
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("batch_mode", [
+    "scan",
+    pytest.param("vmap", marks=pytest.mark.skipif(
+        not os.environ.get("TENGRI_TEST_VMAP"),
+        reason="jax.vmap of the MAP engine takes minutes to compile on a CPU; set TENGRI_TEST_VMAP=1")),
+])
+def test_batched_map_equals_per_galaxy_fitter(small_model, batch_mode):
+    """12 galaxies in CI (bench/catalog.py --check-fitter N compares on the real catalog)."""
+    from tengri.inference.fitter import Fitter
+
+    gals = mock_galaxies(small_model, 12, seed=1)
+    key = jax.random.PRNGKey(3)
+    result = CatalogFitter(small_model, gals, method="map", key=key, n_pad=N_PAD, batch_mode=batch_mode,
+                           n_starts=2).run()
+    assert result.strategy == "batched" and result.n_failed == 0
+    for i, gal in enumerate(gals):
+        ref = Fitter(small_model, gal["flux_obs"], gal["noise"], fixed={"redshift": gal["redshift"]})
+        expected = ref.run("map", key=galaxy_key(key, i), n_starts=2).params
+        got = result.posteriors[i].params
+        for name in small_model.parameters.free_names:
+            assert abs(got[name] - expected[name]) < 1e-4, (i, name, got[name], expected[name])
+        assert result.summary[i]["stellar_mass_p50"] == pytest.approx(got["stellar_mass"])
+
+
+@pytest.mark.slow
+def test_n_pad_gives_one_compile_for_37_and_150_galaxies(small_model):
+    from tengri.inference.cache import count_compilations
+
+    gals = mock_galaxies(small_model, 187, seed=2)
+    options = {"n_starts": 1, "n_steps": 40}
+    first = CatalogFitter(small_model, gals[:37], method="map", n_pad=N_PAD, **options).run()
+    with count_compilations() as seen:
+        second = CatalogFitter(small_model, gals[37:], method="map", n_pad=N_PAD, **options).run()
+    assert first.n_failed == 0 and second.n_failed == 0
+    assert len(second.posteriors) == 150
+    assert seen.n_compiles == 0, seen.durations_s
+
+
+@pytest.mark.slow
+def test_failed_galaxies_are_rows_with_errors(small_model, monkeypatch):
+    from tengri.inference.fitter import Fitter
+
+    gals = mock_galaxies(small_model, 4, seed=3)
+    gals[1] = {**gals[1], "flux_obs": np.full(len(FILTERS), np.nan)}
+    gals[2] = {**gals[2], "redshift": 0.0}
+    result = CatalogFitter(small_model, gals, method="map", n_pad=N_PAD, n_starts=1).run()
+    errors = [row["error"] for row in result.summary]
+    assert errors[0] == "" and errors[3] == ""
+    assert errors[1].startswith("DataError") and "no usable photometry" in errors[1]
+    assert errors[2].startswith("DataError") and "redshift" in errors[2]
+    assert result.posteriors[1] is None and result.posteriors[2] is None
+    assert np.isfinite(result.summary[3]["stellar_mass_p50"])
+
+    original = Fitter.run
+
+    def failing(self, method="map", **kw):
+        if self.fixed["redshift"] == gals[3]["redshift"]:
+            raise RuntimeError("sampler blew up")
+        return original(self, method, **kw)
+
+    monkeypatch.setattr(Fitter, "run", failing)
+    result = CatalogFitter(small_model, [gals[0], gals[3]], method="map", strategy="sequential",
+                           n_starts=1).run()
+    assert [row["error"] for row in result.summary] == ["", "RuntimeError: sampler blew up"]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "fits", "hdf5"])
+def test_summary_formats_round_trip(tmp_path, fmt):
+    from astropy.table import Table
+
+    from tengri.catalog_summary import read_summary_csv, summary_columns, write_summary
+
+    columns = summary_columns(["av"])
+    rows = [{"id": "a", "method": "map", "wall_time_s": 0.1, "av_p50": 0.123456789012345, "error": ""},
+            {"id": "b", "method": "map", "error": "DataError: no usable photometry"}]
+    path = write_summary(tmp_path / f"summary.{fmt}", columns, rows, fmt)
+    if fmt == "csv":
+        back = read_summary_csv(path)
+        assert list(back[0]) == columns
+        av, ids, errs = [r["av_p50"] for r in back], [r["id"] for r in back], [r["error"] for r in back]
+    elif fmt == "fits":
+        table = Table.read(path)
+        assert table.colnames == columns
+        av, ids, errs = list(table["av_p50"]), list(table["id"]), list(table["error"])
+    else:
+        with h5py.File(path) as f:
+            assert list(f["summary"]) == columns
+            av = list(f["summary/av_p50"][:])
+            ids = [s.decode() for s in f["summary/id"][:]]
+            errs = [s.decode() for s in f["summary/error"][:]]
+    assert ids == ["a", "b"] and errs[1] == "DataError: no usable photometry"
+    assert av[0] == 0.123456789012345 and np.isnan(np.ma.filled(np.ma.asarray(av[1], float), np.nan))
+    assert list(tmp_path.iterdir()) == [path]  # no temporary file left
+    with pytest.raises(ValueError, match="parquet"):
+        write_summary(tmp_path / "s", columns, rows, "parquet")
