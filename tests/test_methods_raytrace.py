@@ -162,7 +162,7 @@ def test_warmup_adapts_the_step_size_to_the_target_acceptance(gaussian_run):
     integrator, result = gaussian_run
     assert abs(result.diagnostics["acceptance_rate"] - 0.8) < 0.1, integrator
     assert result.diagnostics["step_size"] != 0.05
-    assert result.diagnostics["n_divergent"] == 0
+    assert result.diagnostics["divergences"] == 0
 
 
 @pytest.mark.slow

@@ -518,7 +518,7 @@ def run_raytrace(problem: Problem, key: jax.Array, **options) -> RawResult:
         ``samples`` of shape (n_chains, n_samples, d); ``point`` the latent
         posterior mean; diagnostics ``acceptance_rate`` (and per chain),
         ``step_size`` (mean over chains after adaptation, and per chain),
-        ``n_divergent``, ``integrator``, ``sample_hmc``, ``n_chains``.
+        ``divergences``, ``integrator``, ``sample_hmc``, ``n_chains``.
     """
     opts = _validated(options)
     n_dim = problem.n_dim
@@ -543,7 +543,7 @@ def run_raytrace(problem: Problem, key: jax.Array, **options) -> RawResult:
         "acceptance_rate_per_chain": np.mean(stacked["acceptance_rate"], axis=1),
         "step_size": float(np.mean(stacked["step_size"])),
         "step_size_per_chain": stacked["step_size"],
-        "n_divergent": int(np.sum(stacked["is_divergent"])),
+        "divergences": int(np.sum(stacked["is_divergent"])),
         "n_steps_per_sample": int(opts["n_steps_per_sample"]),
         "integrator": str(opts["integrator"]),
         "sample_hmc": sample_hmc,
