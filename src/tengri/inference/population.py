@@ -1,0 +1,540 @@
+"""Hierarchical population inference of the stochastic SFH's power spectrum.
+
+Model
+-----
+N galaxies share the hyperparameters of their SFH field's PSD, σ
+(``sfh_field_psd_sigma``, dex) and τ (``sfh_field_psd_tau_myr``, Myr), each with a
+uniform population prior; each galaxy keeps its own white-noise field ξ_i
+(``psd_xi_*``) and physical parameters θ_i::
+
+    log p(φ, ξ_1, θ_1, …) = Σ_i log L_i(ξ_i, θ_i; σ(φ), τ(φ)) − |φ|²/2 − Σ_i |(ξ_i, θ_i)|²/2
+
+in the latent space of ``docs/architecture.md``: one flat vector
+``[φ_σ, φ_τ, ξ_1, θ_1, …, ξ_N, θ_N]`` with a standard-normal prior, σ = lo + (hi − lo) Φ(φ_σ)
+(likewise τ). The ξ_i are the *non-centred* field (the field is x = F(ξ; σ, τ)), which
+keeps the hierarchical geometry free of Neal's funnel.
+
+How σ and τ reach each galaxy
+-----------------------------
+``model_factory(σ, τ)`` returns an SEDModel with both hyperparameters Fixed. Fixed
+values are traced data (``data_args["fixed"]``, see ``SEDModel.prepare``), so the
+population likelihood builds each galaxy's ordinary Problem once (at the prior
+centre) and overwrites the two entries of its fixed vector with σ(φ), τ(φ) inside
+the traced function: the likelihood of galaxy i is *exactly* the single-galaxy
+Fitter's, and it is differentiable in σ and τ. Galaxies whose data arrays share
+shapes are evaluated with one ``vmap``; leaves equal for all galaxies (the SSP
+grids) are not copied.
+
+The population log-density is itself a :class:`~tengri.inference.problem.Problem`
+(log-likelihood Σ_i log L_i, residuals the concatenated whitened residuals), so
+the Ray Tracing sampler and native geoVI run on it unchanged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any, Callable, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from tengri.errors import ConfigError, DataError, ParameterError
+from tengri.inference.methods._engine_cache import memoised_engine
+from tengri.inference.problem import Problem, log_density
+from tengri.params.priors import latent_to_physical_1d
+from tengri.posterior.population import SHARED_NAMES, PopulationPosterior
+
+__all__ = ["PopulationFitter", "PopulationPosterior", "SHARED_NAMES", "POPULATION_METHODS"]
+
+POPULATION_METHODS = ("evi", "vi", "mcmc", "nuts")
+_DATA_KEYS = ("flux_obs", "noise", "mask", "spec_obs", "spec_noise", "wave_spec")
+_SPEC_KEYS = ("spec_obs", "spec_noise", "wave_spec")
+_METHOD_LABELS = {"evi": "Hierarchical EVI (JIT)", "vi": "Hierarchical geoVI (vi_native)",
+                  "mcmc": "Hierarchical MCMC (Ray Tracing)", "nuts": "Hierarchical MCMC (NUTS)"}
+_EVI_OPTIONS = {"n_samples": 8, "rank": 4, "learning_rate": 0.01, "init_scale": 0.1,
+                "n_posterior_samples": 1000}
+
+
+# ------------------------------------------------------------------ validation
+def _check_prior(value, name: str) -> tuple[float, float]:
+    """(lo, hi) of a uniform prior with 0 < lo < hi."""
+    try:
+        lo, hi = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ParameterError(f"{name} must be a (lo, hi) pair of numbers, got {value!r}") from None
+    if not (np.isfinite(lo) and np.isfinite(hi) and 0 < lo < hi):
+        raise ParameterError(f"{name} must satisfy 0 < lo < hi (finite), got ({lo}, {hi})")
+    return lo, hi
+
+
+def _check_galaxies(galaxies) -> list[Mapping]:
+    if isinstance(galaxies, Mapping) or not isinstance(galaxies, Sequence):
+        raise DataError(f"galaxies must be a list of dicts, got {type(galaxies).__name__}")
+    if len(galaxies) == 0:
+        raise DataError("galaxies is empty: give at least one galaxy dict with 'flux_obs' and 'noise'")
+    for i, galaxy in enumerate(galaxies):
+        if not isinstance(galaxy, Mapping):
+            raise DataError(f"galaxies[{i}] must be a dict, got {type(galaxy).__name__}")
+        missing = [k for k in ("flux_obs", "noise") if k not in galaxy]
+        if missing:
+            raise DataError(f"galaxies[{i}] lacks {missing} (needs 'flux_obs' and 'noise')")
+        shared = [k for k in SHARED_NAMES if k in galaxy]
+        if shared:
+            raise DataError(f"galaxies[{i}] gives {shared}: these are shared population parameters")
+    return list(galaxies)
+
+
+def _galaxy_fitter(model, galaxy: Mapping, index: int):
+    """The single-galaxy Fitter of one galaxy dict (its data checks apply)."""
+    from tengri.inference.fitter import Fitter
+
+    fixed = {k: float(v) for k, v in galaxy.items() if k not in _DATA_KEYS}
+    has_spec = any(k in galaxy for k in _SPEC_KEYS)
+    try:
+        if has_spec:
+            if "spec_obs" not in galaxy or "spec_noise" not in galaxy:
+                raise DataError("a spectrum needs both 'spec_obs' and 'spec_noise'")
+            data = {"phot": galaxy["flux_obs"], "spec": galaxy["spec_obs"]}
+            if "wave_spec" in galaxy:
+                data["wave_spec"] = galaxy["wave_spec"]
+            noise = {"phot": galaxy["noise"], "spec": galaxy["spec_noise"]}
+            mask = galaxy.get("mask")
+            return Fitter(model, data, noise, data_mask=mask, fixed=fixed)
+        return Fitter(model, galaxy["flux_obs"], galaxy["noise"], data_mask=galaxy.get("mask"), fixed=fixed)
+    except (DataError, ParameterError) as err:
+        raise type(err)(f"galaxies[{index}]: {err}") from None
+
+
+def _shared_axes(arg_list: list) -> Any:
+    """vmap in_axes of the per-galaxy data_args: None for leaves that are one object for
+    every galaxy (e.g. the SSP grids), 0 otherwise."""
+    return jax.tree.map(lambda *leaves: None if all(l is leaves[0] for l in leaves) else 0, *arg_list)
+
+
+def _stackable(arg_list: list) -> bool:
+    """Whether every galaxy's data_args has the same structure and leaf shapes."""
+    structures = {jax.tree.structure(a) for a in arg_list}
+    if len(structures) != 1:
+        return False
+    shapes = [tuple(np.shape(l) for l in jax.tree.leaves(a)) for a in arg_list]
+    return all(s == shapes[0] for s in shapes)
+
+
+def _stack(arg_list: list, axes) -> Any:
+    return jax.tree.map(lambda ax, *leaves: leaves[0] if ax is None else jnp.stack(leaves), axes, *arg_list,
+                        is_leaf=lambda x: x is None)
+
+
+# ------------------------------------------------------------------ the joint density
+def shared_physical(phi: jax.Array, shared_hyper: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(σ [dex], τ [Myr]) of the shared latents φ (2,) under uniform priors; ``shared_hyper``
+    (2, 2) holds the (lo, hi) rows of σ and τ."""
+    return (latent_to_physical_1d("uniform", phi[0], shared_hyper[0]),
+            latent_to_physical_1d("uniform", phi[1], shared_hyper[1]))
+
+
+_FUNCTIONS: dict[tuple, dict] = {}
+
+
+def population_functions(galaxy_ll: Callable, galaxy_res: Callable | None, galaxy_phys: Callable,
+                         n_galaxies: int, n_dim_galaxy: int, fixed_index: tuple[int, int],
+                         axes: Any | None) -> dict:
+    """Joint log-likelihood, residuals and per-galaxy physical map of a population.
+
+    Memoised on every argument (the axes by structure), so that equal populations
+    reuse the same function objects and hence the compiled engines.
+
+    Parameters
+    ----------
+    galaxy_ll, galaxy_res, galaxy_phys : callable
+        A galaxy Problem's ``log_likelihood``, ``residuals`` and ``to_physical``.
+    n_galaxies, n_dim_galaxy : int
+        N and the latent dimension of one galaxy.
+    fixed_index : (int, int)
+        Positions of σ and τ in the galaxy's fixed vector.
+    axes : pytree or None
+        vmap in_axes of the stacked per-galaxy data_args; None: the data_args are a
+        tuple of per-galaxy trees, summed in an unrolled loop.
+
+    Returns
+    -------
+    dict
+        ``log_likelihood(z (2 + N d,), args)``, ``residuals`` (or None),
+        ``galaxy_values(z, args) -> (σ, τ, per-galaxy latent (N, d), per-galaxy args)``
+        and ``to_physical``.
+    """
+    axes_key = None if axes is None else jax.tree.flatten(axes, is_leaf=lambda x: x is None)
+    key = (galaxy_ll, galaxy_res, galaxy_phys, n_galaxies, n_dim_galaxy, fixed_index,
+           None if axes_key is None else (axes_key[1], tuple(axes_key[0])))
+    if key in _FUNCTIONS:
+        return _FUNCTIONS[key]
+    i_sigma, i_tau = fixed_index
+
+    def with_hyper(args_i, sigma, tau):
+        return {**args_i, "fixed": args_i["fixed"].at[i_sigma].set(sigma).at[i_tau].set(tau)}
+
+    def per_galaxy(fn, z, args):
+        """fn(z_i, args_i) for every galaxy, stacked on axis 0."""
+        sigma, tau = shared_physical(z[:2], args["shared_hyper"])
+        latents = z[2:].reshape(n_galaxies, n_dim_galaxy)
+        if axes is not None:
+            return jax.vmap(lambda zi, ai: fn(zi, with_hyper(ai, sigma, tau)), in_axes=(0, axes))(
+                latents, args["galaxies"])
+        return jnp.stack([fn(latents[i], with_hyper(args["galaxies"][i], sigma, tau)) for i in range(n_galaxies)])
+
+    def log_likelihood(z, args):
+        return jnp.sum(per_galaxy(galaxy_ll, z, args))
+
+    residuals = None
+    if galaxy_res is not None:
+        def residuals(z, args):
+            return per_galaxy(galaxy_res, z, args).reshape(-1)
+
+    def to_physical(z, args):
+        sigma, tau = shared_physical(z[:2], args["shared_hyper"])
+        return {SHARED_NAMES[0]: sigma, SHARED_NAMES[1]: tau}
+
+    def galaxy_physical(z, args):
+        """Every galaxy's physical values: dict name → (N,)."""
+        return per_galaxy(galaxy_phys, z, args) if axes is not None else jax.tree.map(
+            lambda *v: jnp.stack(v), *[galaxy_phys(zi, ai) for zi, ai in _galaxy_parts(z, args)])
+
+    def _galaxy_parts(z, args):
+        sigma, tau = shared_physical(z[:2], args["shared_hyper"])
+        latents = z[2:].reshape(n_galaxies, n_dim_galaxy)
+        return [(latents[i], with_hyper(args["galaxies"][i], sigma, tau)) for i in range(n_galaxies)]
+
+    out = {"log_likelihood": log_likelihood, "residuals": residuals, "to_physical": to_physical,
+           "galaxy_physical": galaxy_physical}
+    _FUNCTIONS[key] = out
+    return out
+
+
+# ------------------------------------------------------------------ hierarchical EVI
+def _lowrank_logdet(log_scale: jax.Array, factor: jax.Array) -> jax.Array:
+    """log det(diag(s²) + U Uᵀ) by the matrix determinant lemma; s = exp(log_scale) (D,),
+    U = factor (D, r)."""
+    scaled = factor * jnp.exp(-log_scale)[:, None]
+    small = jnp.eye(factor.shape[1]) + scaled.T @ scaled
+    return 2.0 * jnp.sum(log_scale) + jnp.linalg.slogdet(small)[1]
+
+
+def _gaussian_draws(key, mean, log_scale, factor, n: int) -> jax.Array:
+    """n draws (n, D) of N(mean, diag(s²) + U Uᵀ)."""
+    k1, k2 = jax.random.split(key)
+    eps = jax.random.normal(k1, (n, mean.shape[0]))
+    eta = jax.random.normal(k2, (n, factor.shape[1]))
+    return mean + eps * jnp.exp(log_scale) + eta @ factor.T
+
+
+@memoised_engine
+def build_evi_engine(log_likelihood: Callable, n_dim: int, n_samples: int, rank: int, n_iterations: int,
+                     n_posterior_samples: int) -> Callable:
+    """Jitted ``engine(key, z0, data_args, learning_rate, init_scale) -> dict``.
+
+    Maximises the ELBO ``E_q[log p(z)] + H[q]`` of a Gaussian q = N(μ, diag(s²) + U Uᵀ)
+    (U of rank ``rank``; 0 = mean-field) over the latent vector, with ``n_samples``
+    reparameterised draws per Adam step, for ``n_iterations`` steps in one
+    ``lax.scan``. Returns ``mean``, ``log_scale``, ``factor``, ``neg_elbo`` history
+    (n_iterations,) and ``draws`` (n_posterior_samples, D) of the final q.
+    """
+    rank_ = max(int(rank), 1)  # a zero column keeps shapes static for rank 0
+    use_factor = rank > 0
+
+    @jax.jit
+    def engine(key, z0, data_args, learning_rate, init_scale):
+        def logp(z):
+            return log_density(log_likelihood, z, data_args)
+
+        def neg_elbo(params, k):
+            mean, log_scale, factor = params
+            factor = factor if use_factor else jnp.zeros_like(factor)
+            z = _gaussian_draws(k, mean, log_scale, factor, n_samples)
+            return -(jnp.mean(jax.vmap(logp)(z)) + 0.5 * _lowrank_logdet(log_scale, factor))
+
+        init_key, loop_key, draw_key = jax.random.split(key, 3)
+        factor0 = 1e-3 * jax.random.normal(init_key, (n_dim, rank_))
+        params = (z0, jnp.full((n_dim,), jnp.log(init_scale)), factor0)
+        optimiser = optax.adam(learning_rate)
+        state = optimiser.init(params)
+
+        def step(carry, k):
+            params, state = carry
+            loss, grads = jax.value_and_grad(neg_elbo)(params, k)
+            # a non-finite step (a draw far in a tail) is skipped rather than poisoning the state
+            ok = jnp.isfinite(loss) & jax.tree.reduce(lambda a, g: a & jnp.all(jnp.isfinite(g)), grads, True)
+            updates, new_state = optimiser.update(grads, state, params)
+            new_params = optax.apply_updates(params, updates)
+            params, state = jax.tree.map(lambda n, o: jnp.where(ok, n, o), (new_params, new_state), (params, state))
+            return (params, state), loss
+
+        (params, _), history = jax.lax.scan(step, (params, state), jax.random.split(loop_key, n_iterations))
+        mean, log_scale, factor = params
+        factor = factor if use_factor else jnp.zeros_like(factor)
+        draws = _gaussian_draws(draw_key, mean, log_scale, factor, n_posterior_samples)
+        return {"mean": mean, "log_scale": log_scale, "factor": factor, "neg_elbo": history, "draws": draws}
+
+    return engine
+
+
+# ------------------------------------------------------------------ the fitter
+class PopulationFitter:
+    """Hierarchical inference of the shared PSD of stochastic SFHs across galaxies.
+
+    Learns σ_PSD (``sfh_field_psd_sigma``, dex) and τ_PSD
+    (``sfh_field_psd_tau_myr``, Myr) shared by all galaxies, together with every
+    galaxy's own latent field ``psd_xi_*`` and physical parameters, on one flat
+    latent vector ``[φ_shared (2), ξ_1, θ_1, …, ξ_N, θ_N]`` (module docstring).
+
+    Parameters
+    ----------
+    model_factory : callable
+        ``model_factory(psd_sigma, psd_tau_myr) -> SEDModel`` with a stochastic SFH
+        whose ``sfh_field_psd_sigma`` and ``sfh_field_psd_tau_myr`` are Fixed at the
+        given values. It is called once, at the prior centre; the values then
+        enter every galaxy's likelihood as traced data.
+    galaxies : list of dict
+        Per galaxy: ``flux_obs`` (n_band,) and ``noise`` [erg/s/cm²/Hz], optional
+        ``mask`` (bool, True = use), optional ``spec_obs``, ``spec_noise``,
+        ``wave_spec`` (for a model with a Spectroscopy: see :class:`tengri.Fitter`),
+        and per-galaxy values of the model's other fixed parameters (e.g.
+        ``redshift``).
+    psd_sigma_prior, psd_tau_prior : (float, float)
+        Bounds (lo, hi) of the uniform population priors on σ [dex] and τ [Myr].
+
+    Notes
+    -----
+    There is no ``init_from`` (unlike :meth:`tengri.Fitter.run`): every method
+    starts from per-galaxy MAP estimates at the prior-centre hyperparameters, so a
+    warm start of single-galaxy posteriors has nothing to add, and a posterior of
+    one galaxy carries no value for the shared block.
+
+    There is no ``n_pad`` (unlike :class:`tengri.CatalogFitter`): the shared
+    hyperparameters couple all N galaxies, and a padding galaxy would still bring
+    its field's prior into the joint density (and, unless its likelihood were
+    removed exactly, pull σ and τ). Compiled programs depend on N; reuse them
+    across sessions with :func:`tengri.enable_persistent_cache`.
+
+    Examples
+    --------
+    >>> def factory(sigma, tau):                                    # doctest: +SKIP
+    ...     params = base.updated(sfh_field_psd_sigma=Fixed(sigma), sfh_field_psd_tau_myr=Fixed(tau))
+    ...     return SEDModel(params, Photometry(filters), sfh={"family": "stochastic", "n_grid": 16})
+    >>> pop = PopulationFitter(factory, galaxies, (0.05, 0.8), (20.0, 1000.0))  # doctest: +SKIP
+    >>> post = pop.run("evi", n_iterations=1000)                    # doctest: +SKIP
+    >>> post.summary()                                               # doctest: +SKIP
+    """
+
+    def __init__(self, model_factory: Callable, galaxies: Sequence[Mapping[str, Any]],
+                 psd_sigma_prior: tuple[float, float] = (0.05, 1.0),
+                 psd_tau_prior: tuple[float, float] = (10.0, 1000.0)):
+        if not callable(model_factory):
+            raise ParameterError(f"model_factory must be callable (psd_sigma, psd_tau_myr) -> SEDModel, "
+                                 f"got {type(model_factory).__name__}")
+        self.psd_sigma_prior = _check_prior(psd_sigma_prior, "psd_sigma_prior")
+        self.psd_tau_prior = _check_prior(psd_tau_prior, "psd_tau_prior")
+        self.galaxies = _check_galaxies(galaxies)
+        centre = (0.5 * sum(self.psd_sigma_prior), 0.5 * sum(self.psd_tau_prior))
+        model = model_factory(*centre)
+        params = getattr(model, "parameters", None)
+        if params is None:
+            raise ConfigError(f"model_factory must return an SEDModel, got {type(model).__name__}")
+        not_fixed = [n for n in SHARED_NAMES if n not in params.fixed_values]
+        if not_fixed:
+            raise ConfigError(
+                f"model_factory's model must have a stochastic SFH with {list(SHARED_NAMES)} Fixed at the "
+                f"given values; {not_fixed} are {'free' if all(n in params for n in not_fixed) else 'absent'}")
+        self.model = model
+        self.fitters = [_galaxy_fitter(model, g, i) for i, g in enumerate(self.galaxies)]
+        self.galaxy_names: tuple[str, ...] = self.fitters[0].problem.names
+        fixed_names = sorted(params.fixed_values)
+        fixed_index = tuple(fixed_names.index(n) for n in SHARED_NAMES)
+        arg_list = [f.problem.data_args for f in self.fitters]
+        axes = _shared_axes(arg_list) if _stackable(arg_list) else None
+        galaxies_args = _stack(arg_list, axes) if axes is not None else tuple(arg_list)
+        gp = self.fitters[0].problem
+        self._functions = population_functions(gp.log_likelihood, gp.residuals, gp.to_physical, self.n_galaxies,
+                                               gp.n_dim, fixed_index, axes)
+        self.vmapped = axes is not None
+        data_args = {"galaxies": galaxies_args,
+                     "shared_hyper": jnp.asarray([self.psd_sigma_prior, self.psd_tau_prior], jnp.float64)}
+        self.problem = Problem(
+            names=self.names, log_likelihood=self._functions["log_likelihood"], data_args=data_args,
+            to_physical=self._functions["to_physical"], init=jnp.zeros(self.n_dim),
+            residuals=self._functions["residuals"], n_data=sum(f.problem.n_data for f in self.fitters))
+        self.map_point: np.ndarray | None = None
+
+    # --- layout -------------------------------------------------------------------------
+    @property
+    def n_galaxies(self) -> int:
+        return len(self.galaxies)
+
+    @property
+    def n_dim(self) -> int:
+        """Length of the flat latent vector: 2 + N × (galaxy dimension)."""
+        return 2 + self.n_galaxies * len(self.galaxy_names)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Flat-vector names: the two shared ones, then ``g<i>/<name>`` per galaxy."""
+        per = tuple(f"g{i:04d}/{n}" for i in range(self.n_galaxies) for n in self.galaxy_names)
+        return SHARED_NAMES + per
+
+    def log_density(self, z: jax.Array) -> jax.Array:
+        """Joint latent log-density (Σ_i log L_i − |z|²/2) at ``z`` (n_dim,)."""
+        z = jnp.asarray(z, jnp.float64)
+        if z.shape != (self.n_dim,):
+            raise DataError(f"z must have shape ({self.n_dim},), got {z.shape}")
+        return self.problem.log_density(z)
+
+    # --- initialisation -----------------------------------------------------------------
+    def initialize(self, key=None, n_starts: int = 4, n_steps: int = 500) -> np.ndarray:
+        """Per-galaxy MAP at the prior-centre hyperparameters (φ = 0), as a flat latent vector.
+
+        Each galaxy's MAP runs through the shared single-galaxy MAP engine (one
+        compilation for all). Stored in ``self.map_point`` and reused by later runs.
+        """
+        from tengri.inference.methods.optimize import run_map_engine
+
+        key = jax.random.PRNGKey(0) if key is None else key
+        points = [np.asarray(run_map_engine(f.problem, jax.random.fold_in(key, i), int(n_starts), int(n_steps),
+                                            1e-8)["point"])
+                  for i, f in enumerate(self.fitters)]
+        self.map_point = np.concatenate([np.zeros(2)] + points)
+        return self.map_point
+
+    # --- running --------------------------------------------------------------------------
+    def run(self, method: str = "evi", n_iterations: int | None = None, key=None,
+            keep_individual: bool = True, map_starts: int = 4, map_steps: int = 500,
+            **kwargs) -> PopulationPosterior:
+        """Run hierarchical inference and return a PopulationPosterior.
+
+        Parameters
+        ----------
+        method : {"evi", "vi", "mcmc", "nuts"}
+            - ``"evi"``: hierarchical EVI — a Gaussian q(z) = N(μ, diag(s²) + U Uᵀ)
+              over the whole flat vector (low rank ``rank``, default 4; 0 =
+              mean-field), ELBO maximised by Adam with reparameterised draws, the
+              whole loop one jitted ``lax.scan``. Options ``n_samples`` (draws per
+              step, 8), ``rank``, ``learning_rate`` (0.01), ``init_scale`` (0.1,
+              initial s), ``n_posterior_samples`` (1000). ``n_iterations``: Adam
+              steps (default 1000).
+            - ``"vi"``: geometric VI of the flat vector with
+              :mod:`tengri.inference.methods.vi_native` (options of ``vi_native``);
+              ``n_iterations``: ``n_kl_iter``.
+            - ``"mcmc"``: Ray Tracing (:mod:`~tengri.inference.methods.raytrace`,
+              options of ``mcmc_raytrace``; at least 2 chains, default 2);
+              ``n_iterations``: kept draws per chain.
+            - ``"nuts"``: NUTS (options of ``mcmc_nuts``, at least 2 chains).
+            All start from the per-galaxy MAP (:meth:`initialize`).
+        n_iterations : int, optional
+            See above.
+        key : jax PRNGKey, optional
+            Default ``PRNGKey(42)``.
+        keep_individual : bool
+            Keep every galaxy's draws (``individual_samples``); False saves memory.
+        map_starts, map_steps : int
+            Starts and L-BFGS steps of each galaxy's MAP initialisation.
+        **kwargs
+            Method options (above).
+        """
+        if method not in POPULATION_METHODS:
+            raise ParameterError(f"method {method!r} unknown; valid: {', '.join(POPULATION_METHODS)}")
+        if n_iterations is not None and (not isinstance(n_iterations, (int, np.integer)) or n_iterations < 1):
+            raise ParameterError(f"n_iterations must be a positive integer, got {n_iterations!r}")
+        key = jax.random.PRNGKey(42) if key is None else key
+        init_key, run_key = jax.random.split(key)
+        start = time.perf_counter()
+        if self.map_point is None:
+            self.initialize(init_key, map_starts, map_steps)
+        problem = dataclasses.replace(self.problem, init=jax.device_put(self.map_point))
+        if method == "evi":
+            draws, n_chains, diagnostics = self._run_evi(problem, run_key, n_iterations, kwargs)
+        else:
+            draws, n_chains, diagnostics = self._run_registered(method, problem, run_key, n_iterations, kwargs)
+        posterior = self._posterior(draws, n_chains, method, diagnostics, keep_individual)
+        posterior.wall_time_s = time.perf_counter() - start
+        return posterior
+
+    def _run_evi(self, problem: Problem, key, n_iterations, options: dict):
+        unknown = sorted(set(options) - set(_EVI_OPTIONS))
+        if unknown:
+            raise ValueError(f"method 'evi' does not take {unknown}; accepted options: {sorted(_EVI_OPTIONS)}")
+        opts = {**_EVI_OPTIONS, **options}
+        for name in ("n_samples", "n_posterior_samples"):
+            if int(opts[name]) < 1:
+                raise ParameterError(f"{name} must be ≥ 1, got {opts[name]!r}")
+        if int(opts["rank"]) < 0:
+            raise ParameterError(f"rank must be ≥ 0, got {opts['rank']!r}")
+        for name in ("learning_rate", "init_scale"):
+            if not float(opts[name]) > 0:
+                raise ParameterError(f"{name} must be > 0, got {opts[name]!r}")
+        n_iter = 1000 if n_iterations is None else int(n_iterations)
+        engine = build_evi_engine(problem.log_likelihood, problem.n_dim, int(opts["n_samples"]), int(opts["rank"]),
+                                  n_iter, int(opts["n_posterior_samples"]))
+        out = engine(key, problem.init, problem.data_args, np.float64(opts["learning_rate"]),
+                     np.float64(opts["init_scale"]))
+        history = np.asarray(out["neg_elbo"])
+        tail = history[-max(1, n_iter // 10):]
+        head = history[-max(2, n_iter // 5):-max(1, n_iter // 10)] if n_iter >= 10 else history[:1]
+        diagnostics = {"n_iterations": n_iter, "final_neg_elbo": float(np.mean(tail)),
+                       "neg_elbo_change_last_10pct": float(np.mean(head) - np.mean(tail)),
+                       "neg_elbo_history": history, "rank": int(opts["rank"]), "n_samples": int(opts["n_samples"])}
+        return np.asarray(out["draws"])[None], 1, diagnostics
+
+    def _run_registered(self, method: str, problem: Problem, key, n_iterations, options: dict):
+        from tengri.inference import registry
+
+        name = {"vi": "vi_native", "mcmc": "mcmc_raytrace", "nuts": "mcmc_nuts"}[method]
+        options = {**options, "start": "init"}
+        if n_iterations is not None:
+            options["n_kl_iter" if method == "vi" else "n_samples"] = int(n_iterations)
+        if method != "vi":
+            options["n_chains"] = int(options.get("n_chains", 2))
+            if options["n_chains"] < 2:
+                raise ParameterError(f"n_chains must be ≥ 2 for population MCMC (split-R̂), got {options['n_chains']}")
+        raw = registry.get_runner(name)(problem, key, **registry.method_options(name, options))
+        diagnostics = {k: v for k, v in raw.diagnostics.items()}
+        if raw.loss_history is not None:
+            diagnostics["loss_history"] = np.asarray(raw.loss_history)
+        draws = np.asarray(raw.samples)
+        return draws, draws.shape[0], diagnostics
+
+    def _posterior(self, draws: np.ndarray, n_chains: int, method: str, diagnostics: dict,
+                   keep_individual: bool) -> PopulationPosterior:
+        flat = draws.reshape(-1, draws.shape[-1])  # chain-major
+        hyper = np.asarray(self.problem.data_args["shared_hyper"])
+        shared = {name: np.asarray(latent_to_physical_1d("uniform", flat[:, j], hyper[j]))
+                  for j, name in enumerate(SHARED_NAMES)}
+        individual = self._individual(flat) if keep_individual else None
+        diagnostics = {k: v for k, v in diagnostics.items()
+                       if isinstance(v, (bool, int, float, str, np.ndarray, np.generic))}
+        return PopulationPosterior(shared, None, individual, method=_METHOD_LABELS[method], wall_time_s=0.0,
+                                   diagnostics=diagnostics, n_chains=int(n_chains))
+
+    def _individual(self, flat: np.ndarray, chunk: int = 256) -> list[dict]:
+        """Per-galaxy physical draws of the free parameters: list of name → (n,)."""
+        fn = _physical_engine(self._functions["galaxy_physical"])
+        wanted = self.galaxy_names
+        parts = []
+        for i in range(0, flat.shape[0], chunk):
+            block = flat[i:i + chunk]
+            pad = chunk - block.shape[0]
+            block = np.concatenate([block, np.repeat(block[-1:], pad, axis=0)]) if pad else block
+            values = fn(jax.device_put(block), self.problem.data_args)
+            parts.append({n: np.asarray(values[n])[: chunk - pad] for n in wanted})
+        merged = {n: np.concatenate([p[n] for p in parts]) for n in wanted}  # (n, N)
+        return [{n: merged[n][:, g] for n in wanted} for g in range(self.n_galaxies)]
+
+
+_PHYSICAL: dict = {}
+
+
+def _physical_engine(galaxy_physical: Callable) -> Callable:
+    """Jitted vmap of ``galaxy_physical`` over draws (one program per population functions)."""
+    if galaxy_physical not in _PHYSICAL:
+        _PHYSICAL[galaxy_physical] = jax.jit(jax.vmap(galaxy_physical, in_axes=(0, None)))
+    return _PHYSICAL[galaxy_physical]
