@@ -193,6 +193,7 @@ def build_problem(model, data, noise, mask=None, fixed: Mapping[str, float] | No
         "spec_inv_var": jnp.asarray(np.where(used_spec, 1.0 / safe_spec**2, 0.0)),
         "spec_noise": jnp.asarray(safe_spec),
         "spec_mask": jnp.asarray(used_spec),
+        "mask": jnp.asarray(used),  # the whole layout [photometry, spectrum], as Fitter.mask
         "cal_design": jnp.asarray(chebyshev_design(np.asarray(spec_ctx["wavelength_aa"]), opts[1])),
         "flat_precision": jnp.asarray(1.0 / (_FLAT_SCALE * scale) ** 2),
         "cloudy_floor": jnp.asarray(1e-9 * scale),
