@@ -94,7 +94,10 @@ def test_batched_map_equals_per_galaxy_fitter(small_model, batch_mode):
 def test_n_pad_gives_one_compile_for_37_and_150_galaxies(small_model):
     from tengri.inference.cache import count_compilations
 
-    gals = mock_galaxies(small_model, 187, seed=2)
+    # below z ≈ 0.45 this model's band tables have fewer sub-bands (another shape,
+    # batched apart and compiled once more): keep to one shape here
+    gals = [g for g in mock_galaxies(small_model, 240, seed=2) if g["redshift"] > 0.5][:187]
+    assert len(gals) == 187
     options = {"n_starts": 1, "n_steps": 40}
     first = CatalogFitter(small_model, gals[:37], method="map", n_pad=N_PAD, **options).run()
     with count_compilations() as seen:

@@ -365,11 +365,20 @@ def fit_records(model, records: Sequence[GalaxyRecord], method: str, options: di
         for i, e in zip(idx, errs):
             errors[i] = e
         if strategy == "batched" and ready:
-            try:
-                outs = _fit_batch(method, options, key, [records[i] for i, _ in ready],
-                                  [f for _, f in ready], step, batch_mode)
-            except Exception as err:  # the whole batch failed: say so for each galaxy
-                outs = [err] * len(ready)
+            # galaxies whose data_args differ in shape (e.g. band tables with another
+            # number of sub-bands) cannot share a stack: one padded batch per shape
+            groups: dict[tuple, list] = {}
+            for n, (_, fitter) in enumerate(ready):
+                groups.setdefault(_shape_signature(fitter), []).append(n)
+            outs = [None] * len(ready)
+            for members in groups.values():
+                try:
+                    got = _fit_batch(method, options, key, [records[ready[n][0]] for n in members],
+                                     [ready[n][1] for n in members], step, batch_mode)
+                except Exception as err:  # the whole batch failed: say so for each galaxy
+                    got = [err] * len(members)
+                for n, out in zip(members, got):
+                    outs[n] = out
         else:
             outs = []
             for i, fitter in ready:
@@ -433,6 +442,12 @@ def _data_axes(fitter) -> tuple:
     leaves, treedef = jax.tree_util.tree_flatten(problem.data_args)
     other = jax.tree_util.tree_leaves(again.data_args)
     return treedef, tuple(None if a is b else 0 for a, b in zip(leaves, other))
+
+
+def _shape_signature(fitter) -> tuple:
+    """Shapes and dtypes of a galaxy's data_args leaves (equal ones can be stacked)."""
+    return tuple((np.shape(leaf), np.result_type(leaf).str)
+                 for leaf in jax.tree_util.tree_leaves(fitter.problem.data_args))
 
 
 def _dummy_args(data_args: dict) -> dict:
