@@ -110,49 +110,6 @@ def spectrum_timings() -> dict:
     return out
 
 
-SPECTRUM_PIXELS = 4000
-
-
-def spectrum_timings() -> dict:
-    """Per-evaluation and gradient cost of a 4000-pixel spectroscopic likelihood.
-
-    A VANDELS-like spectrum (5000–9000 Å observed, R = 2000, z = 1 fixed) of the
-    delayed-τ + Calzetti + nebular galaxy with ``veldisp_kms`` free (7 free
-    parameters), plain and with the cubic calibration polynomial marginalised
-    (``cal_n_poly=3``). Times the jitted log-likelihood and its gradient [s].
-    """
-    import jax
-    import jax.numpy as jnp
-
-    import tengri
-    from tengri import SEDModel
-    from tengri.model import Spectroscopy
-    from tengri.params import Uniform
-
-    params = tengri.Parameters(
-        redshift=tengri.Fixed(THETA["redshift"]), stellar_mass=Uniform(8, 12),
-        age_gyr=Uniform(0.1, "age_of_universe"), tau_gyr=tengri.LogUniform(0.05, 10.0),
-        metallicity=tengri.LogUniform(0.1, 2.0), av=Uniform(0.0, 2.0), log_u=Uniform(-4.0, -1.0),
-        veldisp_kms=Uniform(10.0, 400.0),
-    )
-    wave = np.linspace(5000.0, 9000.0, SPECTRUM_PIXELS)
-    model = SEDModel(params, Spectroscopy(wave, resolution=2000.0), sfh="delayed", dust="calzetti",
-                     nebular=True, cosmology={"h0": 70.0, "om0": 0.3})
-    flux = model.predict_spectrum({**THETA, "veldisp_kms": 150.0})
-    out = {"n_pixels": SPECTRUM_PIXELS, "n_wave": int(model.wavelength_aa.size),
-           "n_window": int(model._spectrum_plan.n_window), "n_free": int(model.parameters.n_free)}
-    for name, spectral in (("plain", {}), ("calibration_marginalized", {"calibration_marginalize": True})):
-        problem = model.build_problem(flux, flux / 20, spectral=spectral)
-        args, z0 = problem.data_args, jnp.zeros(problem.n_dim)
-        single = jax.jit(problem.log_likelihood)
-        grad = jax.jit(jax.grad(problem.log_likelihood))
-        for f in (single, grad):
-            jax.block_until_ready(f(z0, args))
-        out[name] = {"single_s": timeit(lambda: jax.block_until_ready(single(z0, args)), repeat=5, number=10),
-                     "gradient_s": timeit(lambda: jax.block_until_ready(grad(z0, args)), repeat=5, number=10)}
-    return out
-
-
 def bagpipes_timing() -> dict:
     import bagpipes
 
@@ -171,7 +128,6 @@ def main():
     parser.add_argument("--no-bagpipes", action="store_true")
     args = parser.parse_args()
     result = {"tengri": tengri_timings()}
-    result["spectrum"] = spectrum_timings()
     result["spectrum"] = spectrum_timings()
     if not args.no_bagpipes:
         bp = bagpipes_timing()
