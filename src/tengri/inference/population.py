@@ -280,6 +280,40 @@ def build_evi_engine(log_likelihood: Callable, n_dim: int, n_samples: int, rank:
     return engine
 
 
+_REGISTERED = {"vi": "vi_native", "mcmc": "mcmc_raytrace", "nuts": "mcmc_nuts"}
+
+
+def _evi_options(options: dict) -> dict:
+    """EVI options with defaults, checked (ValueError for unknown ones)."""
+    unknown = sorted(set(options) - set(_EVI_OPTIONS))
+    if unknown:
+        raise ValueError(f"method 'evi' does not take {unknown}; accepted options: {sorted(_EVI_OPTIONS)}")
+    opts = {**_EVI_OPTIONS, **options}
+    for name in ("n_samples", "n_posterior_samples"):
+        if int(opts[name]) < 1:
+            raise ParameterError(f"{name} must be ≥ 1, got {opts[name]!r}")
+    if int(opts["rank"]) < 0:
+        raise ParameterError(f"rank must be ≥ 0, got {opts['rank']!r}")
+    for name in ("learning_rate", "init_scale"):
+        if not float(opts[name]) > 0:
+            raise ParameterError(f"{name} must be > 0, got {opts[name]!r}")
+    return opts
+
+
+def _registered_options(method: str, n_iterations: int | None, options: dict) -> dict:
+    """Options of the registered runner behind ``method``, starting at the MAP initialisation."""
+    from tengri.inference import registry
+
+    options = {**options, "start": "init"}
+    if n_iterations is not None:
+        options["n_kl_iter" if method == "vi" else "n_samples"] = int(n_iterations)
+    if method != "vi":
+        options["n_chains"] = int(options.get("n_chains", 2))
+        if options["n_chains"] < 2:
+            raise ParameterError(f"n_chains must be ≥ 2 for population MCMC (split-R̂), got {options['n_chains']}")
+    return registry.method_options(_REGISTERED[method], options)
+
+
 # ------------------------------------------------------------------ the fitter
 class PopulationFitter:
     """Hierarchical inference of the shared PSD of stochastic SFHs across galaxies.
@@ -445,6 +479,7 @@ class PopulationFitter:
             raise ParameterError(f"method {method!r} unknown; valid: {', '.join(POPULATION_METHODS)}")
         if n_iterations is not None and (not isinstance(n_iterations, (int, np.integer)) or n_iterations < 1):
             raise ParameterError(f"n_iterations must be a positive integer, got {n_iterations!r}")
+        options = _evi_options(kwargs) if method == "evi" else _registered_options(method, n_iterations, kwargs)
         key = jax.random.PRNGKey(42) if key is None else key
         init_key, run_key = jax.random.split(key)
         start = time.perf_counter()
@@ -452,26 +487,14 @@ class PopulationFitter:
             self.initialize(init_key, map_starts, map_steps)
         problem = dataclasses.replace(self.problem, init=jax.device_put(self.map_point))
         if method == "evi":
-            draws, n_chains, diagnostics = self._run_evi(problem, run_key, n_iterations, kwargs)
+            draws, n_chains, diagnostics = self._run_evi(problem, run_key, n_iterations, options)
         else:
-            draws, n_chains, diagnostics = self._run_registered(method, problem, run_key, n_iterations, kwargs)
+            draws, n_chains, diagnostics = self._run_registered(method, problem, run_key, options)
         posterior = self._posterior(draws, n_chains, method, diagnostics, keep_individual)
         posterior.wall_time_s = time.perf_counter() - start
         return posterior
 
-    def _run_evi(self, problem: Problem, key, n_iterations, options: dict):
-        unknown = sorted(set(options) - set(_EVI_OPTIONS))
-        if unknown:
-            raise ValueError(f"method 'evi' does not take {unknown}; accepted options: {sorted(_EVI_OPTIONS)}")
-        opts = {**_EVI_OPTIONS, **options}
-        for name in ("n_samples", "n_posterior_samples"):
-            if int(opts[name]) < 1:
-                raise ParameterError(f"{name} must be ≥ 1, got {opts[name]!r}")
-        if int(opts["rank"]) < 0:
-            raise ParameterError(f"rank must be ≥ 0, got {opts['rank']!r}")
-        for name in ("learning_rate", "init_scale"):
-            if not float(opts[name]) > 0:
-                raise ParameterError(f"{name} must be > 0, got {opts[name]!r}")
+    def _run_evi(self, problem: Problem, key, n_iterations, opts: dict):
         n_iter = 1000 if n_iterations is None else int(n_iterations)
         engine = build_evi_engine(problem.log_likelihood, problem.n_dim, int(opts["n_samples"]), int(opts["rank"]),
                                   n_iter, int(opts["n_posterior_samples"]))
@@ -485,18 +508,11 @@ class PopulationFitter:
                        "neg_elbo_history": history, "rank": int(opts["rank"]), "n_samples": int(opts["n_samples"])}
         return np.asarray(out["draws"])[None], 1, diagnostics
 
-    def _run_registered(self, method: str, problem: Problem, key, n_iterations, options: dict):
+    def _run_registered(self, method: str, problem: Problem, key, options: dict):
         from tengri.inference import registry
 
-        name = {"vi": "vi_native", "mcmc": "mcmc_raytrace", "nuts": "mcmc_nuts"}[method]
-        options = {**options, "start": "init"}
-        if n_iterations is not None:
-            options["n_kl_iter" if method == "vi" else "n_samples"] = int(n_iterations)
-        if method != "vi":
-            options["n_chains"] = int(options.get("n_chains", 2))
-            if options["n_chains"] < 2:
-                raise ParameterError(f"n_chains must be ≥ 2 for population MCMC (split-R̂), got {options['n_chains']}")
-        raw = registry.get_runner(name)(problem, key, **registry.method_options(name, options))
+        name = _REGISTERED[method]
+        raw = registry.get_runner(name)(problem, key, **options)
         diagnostics = {k: v for k, v in raw.diagnostics.items()}
         if raw.loss_history is not None:
             diagnostics["loss_history"] = np.asarray(raw.loss_history)

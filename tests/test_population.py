@@ -1,0 +1,179 @@
+"""PopulationFitter / PopulationPosterior: the joint density, diagnostics aggregation, storage, errors."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import tengri  # noqa: F401  (float64)
+from tengri.errors import ConfigError, DataError, ParameterError
+from tengri.posterior.population import SHARED_NAMES, PopulationPosterior
+
+FILTERS = ["sdss_u0", "sdss_g0", "sdss_r0", "sdss_i0", "twomass_J"]
+SIGMA_PRIOR, TAU_PRIOR = (0.05, 0.8), (20.0, 1000.0)
+
+
+def factory(sigma, tau):
+    from tengri import Fixed, Parameters, Photometry, SEDModel
+
+    params = Parameters(redshift=Fixed(1.0), metallicity=Fixed(1.0), av=Fixed(0.3),
+                        sfh_field_psd_sigma=Fixed(sigma), sfh_field_psd_tau_myr=Fixed(tau))
+    sfh = {"family": "stochastic", "n_grid": 8, "psd": "drw", "mean": "delayed"}
+    return SEDModel(params, Photometry(FILTERS), sfh=sfh, dust="calzetti", nebular=False)
+
+
+@pytest.fixture(scope="module")
+def galaxies():
+    model = factory(0.3, 300.0)
+    draws = model.parameters.sample(jax.random.PRNGKey(1), 4, {"age_of_universe": 5.9})
+    flux = np.asarray(model.predict_photometry(draws))
+    return [{"flux_obs": f, "noise": 0.05 * f} for f in flux]
+
+
+@pytest.fixture(scope="module")
+def population(galaxies):
+    from tengri.inference.population import PopulationFitter
+
+    return PopulationFitter(factory, galaxies, SIGMA_PRIOR, TAU_PRIOR)
+
+
+def test_layout_and_exports(population):
+    from tengri import PopulationFitter, PopulationPosterior as Exported
+
+    assert isinstance(population, PopulationFitter) and Exported is PopulationPosterior
+    d = len(population.galaxy_names)
+    assert d == 16 + 3  # ξ (2 n_grid) + age, τ, mass of the mean SFH
+    assert population.n_dim == 2 + 4 * d == len(population.names)
+    assert population.names[:2] == SHARED_NAMES and population.names[2].startswith("g0000/")
+    assert population.vmapped
+
+
+def test_joint_density_is_the_sum_of_single_galaxy_fitters_plus_priors(population, galaxies):
+    from tengri import Fitter
+    from tengri.inference.population import shared_physical
+
+    z = np.random.default_rng(3).normal(size=population.n_dim)
+    sigma, tau = (float(v) for v in shared_physical(jnp.asarray(z[:2]), population.problem.data_args["shared_hyper"]))
+    assert SIGMA_PRIOR[0] < sigma < SIGMA_PRIOR[1] and TAU_PRIOR[0] < tau < TAU_PRIOR[1]
+    model = factory(sigma, tau)  # the hyperparameters Fixed at this point's values
+    d = len(population.galaxy_names)
+    expected = -0.5 * np.sum(z**2)
+    for i, galaxy in enumerate(galaxies):
+        prob = Fitter(model, galaxy["flux_obs"], galaxy["noise"]).problem
+        expected += float(prob.log_likelihood(jnp.asarray(z[2 + i * d: 2 + (i + 1) * d]), prob.data_args))
+    assert float(jax.jit(population.log_density)(z)) == pytest.approx(expected, rel=1e-10)
+
+
+def test_gradients_wrt_sigma_and_tau_are_finite_and_nonzero(population):
+    z = jnp.asarray(np.random.default_rng(4).normal(size=population.n_dim))
+    grad = np.asarray(jax.jit(jax.grad(population.log_density))(z))
+    assert np.all(np.isfinite(grad))
+    assert grad[0] != 0.0 and grad[1] != 0.0
+
+
+def _stalled_posterior(n_galaxies=8, n_draws=400):
+    """Two chains per galaxy that mix, except galaxy 3 whose chains sit at different values."""
+    rng = np.random.default_rng(0)
+    shared = {name: rng.normal(1.0, 0.1, 2 * n_draws) for name in SHARED_NAMES}
+    individual = []
+    for g in range(n_galaxies):
+        mass = rng.normal(10.0, 0.2, 2 * n_draws)
+        if g == 3:
+            mass = np.r_[np.full(n_draws, 9.5), np.full(n_draws, 10.5)] + rng.normal(0, 1e-3, 2 * n_draws)
+        individual.append({"stellar_mass": mass, "psd_xi_000": rng.normal(size=2 * n_draws),
+                           "redshift": np.full(2 * n_draws, 1.0)})
+    return PopulationPosterior(shared, None, individual, method="mcmc", wall_time_s=1.5,
+                               diagnostics={"acceptance_rate": 0.8, "n_chains": 2}, n_chains=2)
+
+
+def test_per_galaxy_aggregation_flags_one_stalled_galaxy():
+    post = _stalled_posterior()
+    diag = post.diagnostics()
+    assert set(diag["shared"]) == set(SHARED_NAMES)
+    assert all(abs(v["rhat"] - 1) < 0.02 for v in diag["shared"].values())
+    mass = diag["per_galaxy"]["stellar_mass"]
+    assert mass["n_galaxies"] == 8
+    assert mass["rhat_max"] > 10 and mass["rhat_p50"] < 1.02  # the signature of one stuck galaxy
+    assert mass["ess_min"] < 0.05 * mass["ess_p50"]
+    assert "psd_xi_000" not in diag["per_galaxy"]  # excluded by default
+    assert "redshift" not in diag["per_galaxy"]  # constant: dropped
+    assert "psd_xi_000" in post.diagnostics(exclude_prefixes=())["per_galaxy"]
+    assert post.diagnostics["acceptance_rate"] == 0.8  # still the method's dict
+
+
+def test_summary_individual_and_plot():
+    post = _stalled_posterior()
+    summary = post.summary()
+    for name in SHARED_NAMES:
+        s = summary[name]
+        assert s["lo68"] < s["median"] < s["hi68"]
+        assert post.shared_params[name] == pytest.approx(np.mean(post.shared_samples[name]))
+    assert len(post.individual) == 8 and post.individual[0].params["stellar_mass"] == pytest.approx(
+        np.mean(post.individual_samples[0]["stellar_mass"]))
+    import matplotlib
+
+    matplotlib.use("Agg")
+    axes = post.plot_population(params=("sfh_field_psd_sigma", "psd_tau_myr"))
+    assert axes.shape == (2, 2)
+    with pytest.raises(ParameterError, match="unknown shared parameter"):
+        post.plot_population(params=("av",))
+
+
+def test_save_load_round_trip(tmp_path):
+    post = _stalled_posterior()
+    path = tmp_path / "pop.h5"
+    post.save(path)
+    back = PopulationPosterior.load(path)
+    assert back.method == post.method and back.n_chains == 2 and back.wall_time_s == 1.5
+    for name in SHARED_NAMES:
+        np.testing.assert_array_equal(back.shared_samples[name], post.shared_samples[name])
+        assert back.shared_params[name] == post.shared_params[name]
+    assert len(back.individual_samples) == 8
+    np.testing.assert_array_equal(back.individual_samples[3]["stellar_mass"], post.individual_samples[3]["stellar_mass"])
+    assert dict(back.diagnostics) == dict(post.diagnostics)
+    assert back.diagnostics() == post.diagnostics()
+    assert [p.name for p in tmp_path.iterdir()] == ["pop.h5"]  # no temporary left behind
+
+
+def test_bad_input_is_rejected_with_the_argument_named(galaxies):
+    from tengri.inference.population import PopulationFitter
+
+    with pytest.raises(DataError, match="empty"):
+        PopulationFitter(factory, [], SIGMA_PRIOR, TAU_PRIOR)
+    with pytest.raises(ParameterError, match="psd_sigma_prior"):
+        PopulationFitter(factory, galaxies, (0.8, 0.05), TAU_PRIOR)
+    with pytest.raises(ParameterError, match="psd_tau_prior"):
+        PopulationFitter(factory, galaxies, SIGMA_PRIOR, (100.0,))
+    with pytest.raises(DataError, match="noise"):
+        PopulationFitter(factory, [{"flux_obs": galaxies[0]["flux_obs"]}], SIGMA_PRIOR, TAU_PRIOR)
+    with pytest.raises(DataError, match=r"galaxies\[1\]"):
+        bad = [galaxies[0], {"flux_obs": galaxies[1]["flux_obs"], "noise": galaxies[1]["noise"][:3]}]
+        PopulationFitter(factory, bad, SIGMA_PRIOR, TAU_PRIOR)
+    with pytest.raises(DataError, match="shared"):
+        PopulationFitter(factory, [{**galaxies[0], "sfh_field_psd_sigma": 0.3}], SIGMA_PRIOR, TAU_PRIOR)
+    with pytest.raises(ParameterError, match="model_factory"):
+        PopulationFitter("not callable", galaxies, SIGMA_PRIOR, TAU_PRIOR)
+    with pytest.raises(DataError, match="shared_samples"):
+        PopulationPosterior({"sfh_field_psd_sigma": np.ones(4), "sfh_field_psd_tau_myr": np.ones(5)})
+
+
+def test_run_rejects_unknown_methods_and_options(population):
+    with pytest.raises(ParameterError, match="method"):
+        population.run("nested")
+    with pytest.raises(ParameterError, match="n_iterations"):
+        population.run("evi", n_iterations=0)
+    with pytest.raises(ParameterError, match="n_chains"):
+        population.run("mcmc", n_chains=1)
+    with pytest.raises(ValueError, match="rank_of"):
+        population.run("evi", rank_of=3)
+
+
+@pytest.mark.slow
+def test_evi_and_raytrace_runs_return_posteriors(population):
+    post = population.run("evi", n_iterations=20, n_posterior_samples=64, map_starts=1, map_steps=50)
+    assert post.shared_samples["sfh_field_psd_sigma"].shape == (64,)
+    assert len(post.individual_samples) == 4 and post.individual_samples[0]["stellar_mass"].shape == (64,)
+    assert np.all(np.isfinite(post.diagnostics["neg_elbo_history"]))
+    mc = population.run("mcmc", n_iterations=20, n_warmup=20, n_chains=2)
+    assert mc.n_chains == 2 and mc.shared_samples["sfh_field_psd_tau_myr"].shape == (40,)
+    assert set(mc.diagnostics()["shared"]) <= set(SHARED_NAMES)
