@@ -83,7 +83,7 @@ def test_map_finds_the_gaussian_posterior_mode(gaussian):
     assert result.samples is None
     np.testing.assert_allclose(np.asarray(result.point), mean, atol=1e-6)
     diag = result.diagnostics
-    assert diag["converged"] and diag["grad_norm"] <= 1e-8
+    assert diag["converged"] and diag["grad_norm"] <= 1e-8 * (1 + abs(diag["neg_log_density"]))
     assert diag["n_starts"] == 8 and 0 <= diag["best_start"] < 8
     assert 0 < diag["n_iterations"] <= 2000
 
