@@ -124,9 +124,16 @@ def main(argv=None) -> None:
     for method in args.methods:
         for n in sorted(args.sizes):
             runs.append(run_one(galaxies[:n], args.n_grid, method, dict(options[method])))
+            report(args, runs, options)  # after every run: a long series can be stopped any time
+
+
+def report(args, runs: list, options: dict) -> None:
+    """Write the runs so far and, per method, whether the posterior widths shrink with N."""
     narrowing = {}
     for method in args.methods:
         mine = [r for r in runs if r["options"] == options[method]]
+        if not mine:
+            continue
         for name in TRUTH:
             widths = [r["shared"][name]["std"] for r in mine]
             narrowing[f"{method}/{name}"] = {"sizes": [r["n_galaxies"] for r in mine], "posterior_std": widths,

@@ -169,11 +169,9 @@ def test_run_rejects_unknown_methods_and_options(population):
 
 
 @pytest.mark.slow
-def test_evi_and_raytrace_runs_return_posteriors(population):
+def test_evi_run_returns_a_population_posterior(population):
+    # the Ray Tracing path is exercised by bench/population.py (its compilation would double this test's cost)
     post = population.run("evi", n_iterations=20, n_posterior_samples=64, map_starts=1, map_steps=50)
     assert post.shared_samples["sfh_field_psd_sigma"].shape == (64,)
     assert len(post.individual_samples) == 4 and post.individual_samples[0]["stellar_mass"].shape == (64,)
     assert np.all(np.isfinite(post.diagnostics["neg_elbo_history"]))
-    mc = population.run("mcmc", n_iterations=20, n_warmup=20, n_chains=2)
-    assert mc.n_chains == 2 and mc.shared_samples["sfh_field_psd_tau_myr"].shape == (40,)
-    assert set(mc.diagnostics()["shared"]) <= set(SHARED_NAMES)
