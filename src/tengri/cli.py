@@ -3,6 +3,8 @@
     tengri fit CATALOG --config MODEL.toml --method METHOD --out DIR [--option k=v ...] [--plots]
                [--chunk-size N] [--no-resume] [--dask local[:N] | tcp://host:port]
                [--format csv|fits|hdf5] [--n-pad N]
+    tengri sbc --config MODEL.toml --method METHOD --n N --out DIR [--snr 20] [--seed S]
+               [--tolerance 0.05] [--redshift Z] [--option k=v ...] [--no-resume]
     tengri demo [--out DIR]
     tengri info
 """
@@ -54,6 +56,23 @@ def _build_parser() -> argparse.ArgumentParser:
                      help="batch size of vmapped fits (map/laplace); batches are padded to it")
     fit.add_argument("--seed", type=int, default=42, help="PRNG seed of the run (default 42)")
 
+    sbc = sub.add_parser("sbc", help="simulation-based calibration of a method on a model")
+    sbc.add_argument("--config", required=True, help="model configuration (TOML)")
+    sbc.add_argument("--method", required=True, help="inference method")
+    sbc.add_argument("--n", type=int, default=200, help="number of simulations (default 200)")
+    sbc.add_argument("--out", required=True, help="output directory")
+    sbc.add_argument("--snr", type=float, default=20.0, help="S/N of every simulated band (default 20)")
+    sbc.add_argument("--seed", type=int, default=0, help="seed of draws, noise and fits (default 0)")
+    sbc.add_argument("--tolerance", type=float, default=0.05,
+                     help="largest |coverage - nominal| accepted at 68%% and 95%% (default 0.05)")
+    sbc.add_argument("--redshift", type=float, default=None,
+                     help="redshift of the simulations (needed when the config reads a column)")
+    sbc.add_argument("--option", action="append", default=[], type=_parse_option,
+                     metavar="KEY=VALUE", help="method option, repeatable (e.g. n_samples=500)")
+    sbc.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
+                     help="skip simulations finished by an earlier run into --out (default: on)")
+    sbc.add_argument("--quiet", action="store_true", help="no progress bar")
+
     demo = sub.add_parser("demo", help="fit a generated mock catalog and write plots")
     demo.add_argument("--out", default="demo_output")
 
@@ -83,6 +102,14 @@ def main(argv=None) -> int:
             print(f"fitted {len(rows) - n_err} of {len(rows)} galaxies → "
                   f"{summary_path(args.out, args.format)}")
             return 0 if n_err < len(rows) else 1
+        if args.command == "sbc":
+            from tengri.validation.sbc import report_lines, run_sbc
+
+            report = run_sbc(args.config, args.method, args.n, args.out, snr=args.snr, seed=args.seed,
+                             tolerance=args.tolerance, redshift=args.redshift,
+                             options=dict(args.option), resume=args.resume, progress=not args.quiet)
+            print("\n".join(report_lines(report)))
+            return 0 if report["calibrated"] else 1
         if args.command == "demo":
             from tengri.demo import run_demo
 
