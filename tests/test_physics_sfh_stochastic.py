@@ -259,3 +259,20 @@ def test_config_table_selects_the_stochastic_sfh_and_rejects_unknown_settings():
     cfg["model"]["sfh"] = {"family": "stochastic", "n_bins": 5}
     with pytest.raises(ParameterError, match="n_bins"):
         model_from_config(cfg)
+
+
+def test_plot_sfh_draws_the_smooth_component_under_the_total(stochastic_model, prior_draws):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from tengri.posterior import Posterior
+
+    draws = {k: np.asarray(v) for k, v in prior_draws[0].items()}
+    post = Posterior(draws, {k: v[0] for k, v in draws.items()}, "nuts", 1.0, model=stochastic_model)
+    fig = post.plot_sfh(n_draws=10)
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert "smooth component median" in labels and "SFR median" in labels
+    lookback, total = stochastic_model.predict_sfh({k: v[:1] for k, v in draws.items()})
+    _, smooth = stochastic_model.predict_sfh({k: v[:1] for k, v in draws.items()}, lookback_gyr=lookback,
+                                             component="smooth")
+    assert not np.allclose(total, smooth)  # the field is drawn, not flat

@@ -449,6 +449,10 @@ def plot_sfh(
 ):
     """Star-formation rate against lookback time, with its 16–84% band.
 
+    For a stochastic SFH (``model.sfh == "stochastic"``) the smooth mean SFH (the
+    model's ``predict_sfh(..., component="smooth")``) is drawn as its own band
+    under the total, so the stochastic part is the difference between the two.
+
     Parameters
     ----------
     posterior : Posterior
@@ -480,6 +484,11 @@ def plot_sfh(
         )
     fig, ax = _new_axes(ax)
     _band(ax, lookback_gyr, sfr, "C1", "SFR" if posterior.samples is not None else "best-fit SFR")
+    if getattr(model, "sfh", None) == "stochastic":
+        _, smooth = model.predict_sfh(_draw_values(posterior, n_draws), lookback_gyr=lookback_gyr,
+                                      component="smooth")
+        _band(ax, lookback_gyr, np.atleast_2d(np.asarray(smooth, dtype=np.float64)), "C0",
+              "smooth component")
     if truths is not None:
         _, reference = model.predict_sfh(truths, lookback_gyr=lookback_gyr)
         ax.plot(lookback_gyr, np.ravel(reference), color="k", ls="--", lw=1, label=truth_label)
