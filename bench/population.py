@@ -94,7 +94,8 @@ def run_one(galaxies, n_grid: int, method: str, options: dict) -> dict:
               "build_s": t_build, "run_s": post.wall_time_s, "total_s": time.perf_counter() - start,
               "shared": summarise(post), "convergence_shared": diag["shared"],
               "convergence_per_galaxy": diag.get("per_galaxy", {})}
-    for key in ("acceptance_rate", "step_size", "divergences", "final_neg_elbo", "neg_elbo_change_last_10pct"):
+    for key in ("acceptance_rate", "step_size", "divergences", "n_integration_steps_mean", "final_neg_elbo",
+                "neg_elbo_change_last_10pct"):
         if key in post.diagnostics:
             result[key] = post.diagnostics[key]
     print(post.summary_str(), f"[{result['total_s']:.1f} s total]", flush=True)
@@ -111,6 +112,10 @@ def main(argv=None) -> None:
     parser.add_argument("--evi-iterations", type=int, default=1500)
     parser.add_argument("--mcmc-samples", type=int, default=500)
     parser.add_argument("--mcmc-warmup", type=int, default=300)
+    parser.add_argument("--nuts-samples", type=int, default=500)
+    parser.add_argument("--nuts-warmup", type=int, default=500)
+    parser.add_argument("--nuts-chains", type=int, default=2)
+    parser.add_argument("--nuts-max-doublings", type=int, default=8)
     parser.add_argument("--name", default="population")
     args = parser.parse_args(argv)
 
@@ -119,6 +124,9 @@ def main(argv=None) -> None:
     galaxies = simulate(max(args.sizes), args.n_grid, args.snr, args.seed)
     options = {"evi": {"n_iterations": args.evi_iterations},
                "mcmc": {"n_iterations": args.mcmc_samples, "n_warmup": args.mcmc_warmup, "n_chains": 2},
+               "nuts": {"n_iterations": args.nuts_samples, "n_warmup": args.nuts_warmup,
+                        "n_chains": args.nuts_chains, "use_dense": True,
+                        "max_num_doublings": args.nuts_max_doublings},
                "vi": {"n_iterations": 8}}
     runs = []
     for method in args.methods:
@@ -138,9 +146,36 @@ def report(args, runs: list, options: dict) -> None:
             widths = [r["shared"][name]["std"] for r in mine]
             narrowing[f"{method}/{name}"] = {"sizes": [r["n_galaxies"] for r in mine], "posterior_std": widths,
                                              "narrows": bool(all(b < a for a, b in zip(widths, widths[1:])))}
+    write_markdown(args.name, runs)
     write_json(args.name, {"settings": {**vars(args), "filters": FILTERS, "redshift": REDSHIFT, "truth": TRUTH,
                                         "sigma_prior": SIGMA_PRIOR, "tau_prior_myr": TAU_PRIOR},
                            "runs": runs, "narrowing": narrowing})
+
+
+def table(runs: list) -> str:
+    """Markdown table of the runs: one row per (method, N)."""
+    lines = ["| method | N | σ [dex] median ± std (truth 0.4) | τ [Myr] median ± std (truth 300) | "
+             "within 2σ (σ, τ) | R̂ (σ, τ) | ESS (σ, τ) | wall [s] |", "|" + " --- |" * 8]
+    for r in runs:
+        s, t = r["shared"]["sfh_field_psd_sigma"], r["shared"]["sfh_field_psd_tau_myr"]
+        c = r["convergence_shared"]
+        rhat = ", ".join(f"{c[n]['rhat']:.2f}" for n in TRUTH) if c else "–"
+        ess = ", ".join(f"{c[n]['ess']:.0f}" for n in TRUTH) if c else "–"
+        lines.append(f"| {r['method']} | {r['n_galaxies']} | {s['median']:.3f} ± {s['std']:.3f} | "
+                     f"{t['median']:.0f} ± {t['std']:.0f} | {s['truth_within_2sigma']}, {t['truth_within_2sigma']} | "
+                     f"{rhat} | {ess} | {r['total_s']:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_markdown(name: str, runs: list) -> Path:
+    """bench/out/<name>.md: the table of :func:`table` (bench/out is git-ignored; the committed
+    copy of the final numbers is docs/population_results.md)."""
+    from _common import OUT_DIR
+
+    OUT_DIR.mkdir(exist_ok=True)
+    path = OUT_DIR / f"{name}.md"
+    path.write_text(f"# bench/population.py ({name})\n\n" + table(runs))
+    return path
 
 
 if __name__ == "__main__":

@@ -175,3 +175,22 @@ def test_evi_run_returns_a_population_posterior(population):
     assert post.shared_samples["sfh_field_psd_sigma"].shape == (64,)
     assert len(post.individual_samples) == 4 and post.individual_samples[0]["stellar_mass"].shape == (64,)
     assert np.all(np.isfinite(post.diagnostics["neg_elbo_history"]))
+
+
+def test_arrow_family_draws_have_the_block_arrow_covariance():
+    from tengri.inference.population import _arrow_blocks, _arrow_draws, _arrow_init, _arrow_logdet
+
+    rng = np.random.default_rng(5)
+    n_galaxies, d = 3, 4
+    chol = jax.tree.map(lambda a: a + 0.3 * rng.normal(size=a.shape), _arrow_init(n_galaxies, d, 0.5))
+    shared, galaxy = (np.asarray(b) for b in _arrow_blocks(chol))
+    dense = np.zeros((2 + n_galaxies * d,) * 2)
+    dense[:2, :2] = shared
+    for g in range(n_galaxies):
+        rows = slice(2 + g * d, 2 + (g + 1) * d)
+        dense[rows, :2] = np.asarray(chol["coupling"][g])
+        dense[rows, rows] = galaxy[g]
+    mean = jnp.asarray(rng.normal(size=dense.shape[0]))
+    draws = np.asarray(_arrow_draws(jax.random.PRNGKey(0), mean, chol, 200_000))
+    np.testing.assert_allclose(np.cov(draws.T), dense @ dense.T, atol=0.02)
+    assert float(_arrow_logdet(chol)) == pytest.approx(np.linalg.slogdet(dense @ dense.T)[1], rel=1e-10)
