@@ -64,20 +64,24 @@ def main() -> None:
     parser.add_argument("--nuts-samples", type=int, default=500)
     parser.add_argument("--check-fitter", type=int, default=0)
     parser.add_argument("--dask", action="store_true")
+    parser.add_argument("--real-dir", type=Path, default=REAL, help="folder with the GOODS-S files")
+    parser.add_argument("--name", default="catalog", help="JSON name under bench/out")
+    parser.add_argument("--no-laplace", action="store_true", help="MAP only (and NUTS if asked)")
     args = parser.parse_args()
+    real = args.real_dir
 
     import tengri
     from tengri.catalog_io import galaxies_from_table
     from tengri.examples.goodss import FAST_LIKE_CONFIG, fast_reference, goodss_catalog
     from tengri.model.config import model_from_config
 
-    if not REAL.is_dir():
-        sys.exit(f"real data not found at {REAL}")
+    if not real.is_dir():
+        sys.exit(f"real data not found at {real}")
     tengri.enable_persistent_cache()
     model, spec = model_from_config(FAST_LIKE_CONFIG)
-    table = goodss_catalog(REAL)[: args.n_galaxies]
+    table = goodss_catalog(real)[: args.n_galaxies]
     galaxies = galaxies_from_table(table, spec)
-    fast = fast_reference(REAL)
+    fast = fast_reference(real)
     lmass = dict(zip(np.asarray(fast["id"]).astype(str), np.asarray(fast["lmass"], float)))
     out: dict = {"n_galaxies": len(galaxies), "cpu_cores": len(__import__("os").sched_getaffinity(0))}
 
@@ -110,16 +114,18 @@ def main() -> None:
                                    for k in model.parameters.free_names))
         out["map"]["max_abs_diff_vs_fitter"] = {"n": args.check_fitter, "value": worst}
 
-    _, out["laplace"] = timed_fit(model, galaxies, "laplace", args.n_pad,
-                                  {**map_options, "n_samples": 500}, args.n_pad)
-    out["map_plus_laplace_wall_s_after_compile"] = (out["map"]["wall_s_after_compile"]
-                                                    + out["laplace"]["wall_s_after_compile"])
+    if not args.no_laplace:
+        _, out["laplace"] = timed_fit(model, galaxies, "laplace", args.n_pad,
+                                      {**map_options, "n_samples": 500}, args.n_pad)
+        out["map_plus_laplace_wall_s_after_compile"] = (out["map"]["wall_s_after_compile"]
+                                                        + out["laplace"]["wall_s_after_compile"])
 
-    nuts_options = {"n_warmup": args.nuts_warmup, "n_samples": args.nuts_samples}
-    sub = galaxies[: args.nuts_galaxies]
-    _, nuts = timed_fit(model, sub, "nuts", None, nuts_options, 1)
-    nuts["extrapolated_wall_s_616"] = nuts["wall_s_after_compile"] / len(sub) * 616
-    out["nuts"] = nuts
+    if args.nuts_galaxies > 0:
+        nuts_options = {"n_warmup": args.nuts_warmup, "n_samples": args.nuts_samples}
+        sub = galaxies[: args.nuts_galaxies]
+        _, nuts = timed_fit(model, sub, "nuts", None, nuts_options, 1)
+        nuts["extrapolated_wall_s_616"] = nuts["wall_s_after_compile"] / len(sub) * 616
+        out["nuts"] = nuts
 
     if args.dask:
         from tengri.fit_catalog import fit_catalog
@@ -135,7 +141,7 @@ def main() -> None:
         out["dask_local2_map"] = {"wall_s_including_worker_start_and_compile": wall,
                                   "galaxies_per_s": len(rows) / wall,
                                   "n_failed": sum(1 for r in rows if r["error"])}
-    write_json("catalog", out)
+    write_json(args.name, out)
 
 
 if __name__ == "__main__":
