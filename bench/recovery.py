@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import write_json  # noqa: E402
+from _common import ssp_grid_from_npz, write_json  # noqa: E402
 
 FILTERS = ["galex_FUV", "galex_NUV", "sdss_u0", "sdss_g0", "sdss_r0", "sdss_i0", "sdss_z0",
            "twomass_J", "twomass_H", "twomass_Ks", "spitzer_irac_ch1", "spitzer_irac_ch2"]
@@ -35,13 +35,7 @@ def recovery_model(nebular: bool, ssp_npz: str | None = None):
     import tengri  # noqa: F401  (x64)
     from tengri import Fixed, LogUniform, Parameters, Photometry, SEDModel, Uniform
 
-    ssp = None
-    if ssp_npz:
-        from tengri.data.ssp import SSPGrid
-
-        d = np.load(ssp_npz)
-        ssp = SSPGrid.from_arrays(d["age_yr"], d["metallicity_zsun"], d["wavelength_aa"],
-                                  d["lnu"].astype(np.float64), d["surviving_mass_fraction"])
+    ssp = ssp_grid_from_npz(ssp_npz)
     params = Parameters(
         redshift=Fixed(1.0), stellar_mass=Uniform(8.0, 12.5), age_gyr=Uniform(0.1, "age_of_universe"),
         tau_gyr=LogUniform(0.05, 10.0), metallicity=LogUniform(0.1, 2.0), av=Uniform(0.0, 2.0),

@@ -28,7 +28,7 @@ from typing import Any, Mapping
 import h5py
 import numpy as np
 
-__all__ = ["save_posterior", "load_posterior", "FORMAT_VERSION"]
+__all__ = ["save_posterior", "load_posterior", "write_hdf5_atomically", "FORMAT_VERSION"]
 
 #: Version of the file layout written by :func:`save_posterior`.
 FORMAT_VERSION = 1
@@ -172,16 +172,25 @@ def save_posterior(posterior, path: str | PathLike) -> None:
     TypeError, ValueError
         If a diagnostics or parameter entry cannot be stored (the message names it).
     """
+    write_hdf5_atomically(path, lambda f: _write_contents(f, posterior))
+
+
+def write_hdf5_atomically(path: str | PathLike, write: Any) -> None:
+    """Create an HDF5 file at ``path`` with ``write(h5py.File)``, atomically.
+
+    The file is written beside the target under a temporary name (same file
+    system, so ``os.replace`` is atomic; created by h5py itself so it gets the
+    usual permissions) and renamed into place; on any error the temporary file is
+    removed and nothing is left at ``path``.
+    """
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         raise FileNotFoundError(f"cannot save to {path!r}: directory {directory!r} does not exist")
-    # A fresh name beside the target (same file system, so os.replace is atomic),
-    # created by h5py itself so that the file gets the usual permissions.
     tmp = os.path.join(directory, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
     try:
         with h5py.File(tmp, "w-", track_order=True) as f:
-            _write_contents(f, posterior)
+            write(f)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

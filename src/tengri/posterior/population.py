@@ -23,7 +23,6 @@ HDF5 layout (``format_version`` 1, written atomically with the helpers of
 from __future__ import annotations
 
 import os
-import uuid
 from dataclasses import dataclass
 from os import PathLike
 from typing import Any, Mapping, Sequence
@@ -33,7 +32,8 @@ import numpy as np
 
 from tengri.analysis.diagnostics import effective_sample_size, rhat
 from tengri.errors import DataError, ParameterError
-from tengri.posterior.io import FORMAT_VERSION, _check_key, _read_array, _read_value, _write_array, _write_value
+from tengri.posterior.io import (FORMAT_VERSION, _check_key, _read_array, _read_value, _write_array, _write_value,
+                                 write_hdf5_atomically)
 
 __all__ = ["PopulationPosterior", "GalaxyDraws", "SHARED_NAMES", "aggregate_per_galaxy"]
 
@@ -338,19 +338,7 @@ class PopulationPosterior:
     # --- storage ------------------------------------------------------------------------------
     def save(self, path: str | PathLike) -> None:
         """Write to HDF5 at ``path`` atomically (a temporary file renamed into place)."""
-        path = os.fspath(path)
-        directory = os.path.dirname(os.path.abspath(path))
-        if not os.path.isdir(directory):
-            raise FileNotFoundError(f"cannot save to {path!r}: directory {directory!r} does not exist")
-        tmp = os.path.join(directory, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
-        try:
-            with h5py.File(tmp, "w-", track_order=True) as f:
-                self._write(f)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        write_hdf5_atomically(path, self._write)
 
     def _write(self, f: h5py.File) -> None:
         from tengri import __version__
