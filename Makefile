@@ -15,7 +15,7 @@ PYTHON_BOOT := $(shell \
     if $$c -c 'import sys; sys.exit(0 if sys.version_info >= (3, 12) else 1)' >/dev/null 2>&1; then \
       echo $$c; break; fi; done)
 
-.PHONY: demo test venv clean bench
+.PHONY: demo test test-full venv clean bench
 
 venv: $(STAMP)
 
@@ -33,6 +33,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# also the full-size end-to-end tests (marked full) that exceed the CI budget
+test-full: $(STAMP)
+	TENGRI_FULL_TESTS=1 $(PY) -m pytest -q
 
 bench: $(STAMP)
 	$(PY) bench/run_all.py

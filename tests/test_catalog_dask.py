@@ -12,7 +12,7 @@ import pytest
 from tengri.demo import demo_config_path, make_mock_catalog
 from tengri.fit_catalog import fit_catalog
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.full]
 
 OPTIONS = {"n_starts": 1, "n_steps": 30}
 NUMBERS = ("stellar_mass_p50", "av_p50", "log_mstar_p50", "age_gyr_p50")

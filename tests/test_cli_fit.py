@@ -138,6 +138,7 @@ sys.exit(main(sys.argv[1:]))
 
 
 @pytest.mark.slow
+@pytest.mark.full
 def test_killed_run_resumes_without_loss_or_repeat(tmp_path):
     """300 galaxies, SIGKILL once some chunks are written, rerun: each galaxy once,
     the finished ones untouched (byte-identical posteriors and parts)."""

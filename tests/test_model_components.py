@@ -88,6 +88,7 @@ def test_published_parts_add_up_to_the_total(models, name):
 
 
 @pytest.mark.slow
+@pytest.mark.full
 @pytest.mark.parametrize("name", ["agn_only", "radio_xray"])
 def test_published_parts_add_up_to_the_total_rest_of_matrix(models, name):
     _check_parts_add_up(models(name), name)
@@ -211,7 +212,7 @@ def test_compile_signature_includes_cosmology():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", list(MATRIX))
+@pytest.mark.parametrize("name", [n if n == "all_on" else pytest.param(n, marks=pytest.mark.full) for n in MATRIX])
 def test_log_likelihood_gradient_finite_over_200_prior_draws(models, name):
     model = models(name)
     truth = {k: v[0] for k, v in _prior_draws(model, 1, seed=7).items()}

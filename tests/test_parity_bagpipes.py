@@ -134,7 +134,8 @@ def test_dust_emission_bands_match_bagpipes_up_to_500_micron(differences_with_ne
     assert np.nanmax(np.abs(relative_to_ks)) < 0.03
 
 
-@pytest.mark.parametrize("dust", ["cardelli", "smc", "cf00"])
+@pytest.mark.parametrize("dust", [pytest.param("cardelli", marks=pytest.mark.full),
+                                  pytest.param("smc", marks=pytest.mark.full), "cf00"])
 def test_other_dust_laws_match_bagpipes_uv_to_500_micron(bagpipes_module, dust):
     """Nebular emission and DL07 dust emission on, 20 draws, GALEX FUV → SPIRE 500 µm."""
     d = _relative_differences(bagpipes_module, nebular=True, filter_names=DEMO_FILTERS + IR_FILTERS, dust=dust)

@@ -237,6 +237,7 @@ def test_predict_sfh_total_is_smooth_times_the_field(stochastic_model):
 
 
 @pytest.mark.slow
+@pytest.mark.full
 def test_map_on_a_stochastic_mock_returns_finite_values(stochastic_model, stochastic_problem):
     from tengri import Fitter
 

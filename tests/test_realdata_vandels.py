@@ -37,6 +37,7 @@ def read_vandels(path):
 
 @pytest.mark.realdata
 @pytest.mark.slow
+@pytest.mark.full
 def test_vandels_spectrum_fits_end_to_end():
     real = require_real_data()
     path = real / "VANDELS_CDFS_017433.fits"

@@ -135,6 +135,7 @@ def test_equivalent_widths_and_missing_lines(calibrated_fit):
 
 
 @pytest.mark.slow
+@pytest.mark.full
 def test_joint_photometry_and_spectrum_fit():
     """Photometry + spectrum (dict layout) with MAP; no named lines → line methods raise."""
     spec = Spectroscopy(WAVE, resolution=800.0, lines=LINES)
