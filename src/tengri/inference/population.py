@@ -546,8 +546,9 @@ class PopulationFitter:
               mean-field collapse of σ (N = 10: σ = 0.25 ± 0.02 against 0.105 ±
               0.006 for the old rank-4 family) and its widths shrink with N, but it
               still sits below the truth (outside 2σ) and puts τ near the top of
-              its prior (τ ≈ 1200 ± 100 Myr, too narrow: unconverged dense NUTS
-              chains wander over τ ≈ 180–880 Myr). τ is at most weakly
+              its prior (τ ≈ 1200 ± 100 Myr), while dense NUTS runs, not yet
+              converged in σ, put τ at 180–880 Myr (tree depth 6) or ≈ 40 Myr
+              (depth 8, τ mixed). τ is at most weakly
               identified by this photometry, and a Gaussian q cannot follow the
               curved σ–ξ dependence of the non-centred field. No converged MCMC
               reference exists yet (NUTS needs tree depth > 6 here); treat the
