@@ -34,6 +34,27 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+def prior_draws(model, redshift, n, seed=0):
+    """n draws (numpy arrays) from ``model``'s priors, age bounds at ``redshift``."""
+    import jax
+    import numpy as np
+
+    from tengri.physics.cosmology import age_of_universe_gyr
+
+    context = {"age_of_universe": float(age_of_universe_gyr(redshift, model.cosmo))}
+    return {k: np.asarray(v) for k, v in model.parameters.sample(jax.random.key(seed), n, context).items()}
+
+
+def bolometric_erg_s(model, lnu):
+    """∫ L_ν dν [erg/s] over ``model``'s wavelength grid; lnu (..., n_wave) [erg/s/Hz]."""
+    import numpy as np
+
+    from tengri.physics.bandpass import log_wavelength_widths
+
+    wave = model.wavelength_aa
+    return np.sum(lnu * 2.99792458e18 / wave * log_wavelength_widths(wave), axis=-1)
+
+
 def require_real_data():
     """Skip (with the reason) when ../shared/data/real is not beside the repo."""
     if not REAL_DATA.is_dir():

@@ -10,10 +10,9 @@ from tengri.data.filters import Filter
 from tengri.errors import ConfigError, ParameterError
 from tengri.model.config import model_from_config
 from tengri.model.sed_model import SED_COMPONENT_SUM_KEYS
-from tengri.physics.bandpass import log_wavelength_widths
-from tengri.physics.cosmology import age_of_universe_gyr
 
-C_AA_PER_S = 2.99792458e18
+from conftest import bolometric_erg_s, prior_draws
+
 REDSHIFT = 0.5
 # observed frame: 2-7 keV (Chandra hard band) and 1.4 GHz (VLA L band), as top hats
 XRAY_BAND = Filter.from_arrays("xray_2_7kev", np.geomspace(12.3984 / 7, 12.3984 / 2, 50), np.ones(50))
@@ -55,21 +54,11 @@ def models():
     return get
 
 
-def _prior_draws(model, n, seed=0):
-    context = {"age_of_universe": float(age_of_universe_gyr(REDSHIFT, model.cosmo))}
-    return {k: np.asarray(v) for k, v in model.parameters.sample(jax.random.key(seed), n, context).items()}
-
-
-def _bolometric_erg_s(model, lnu):
-    wave = model.wavelength_aa
-    return np.sum(lnu * C_AA_PER_S / wave * log_wavelength_widths(wave), axis=-1)
-
-
 N_DRAWS = 8  # one batch size for every call on a model: one compilation per prediction function
 
 
 def _check_parts_add_up(model, name):
-    parts = model.sed_components(_prior_draws(model, N_DRAWS, seed=1))
+    parts = model.sed_components(prior_draws(model, REDSHIFT, N_DRAWS, seed=1))
     assert parts["sed_total"].shape == (N_DRAWS, model.wavelength_aa.size)
     np.testing.assert_array_equal(parts["wavelength"], model.wavelength_aa)
     summed = sum(parts[k] for k in SED_COMPONENT_SUM_KEYS if k in parts)
@@ -96,7 +85,7 @@ def test_published_parts_add_up_to_the_total_rest_of_matrix(models, name):
 
 def test_all_on_point_estimate_shapes_and_positive_parts(models):
     model = models("all_on")
-    parts = model.sed_components(_prior_draws(model, N_DRAWS, seed=2))
+    parts = model.sed_components(prior_draws(model, REDSHIFT, N_DRAWS, seed=2))
     for key in SED_COMPONENT_SUM_KEYS + ("sed_total", "sed_intrinsic", "sed_stellar_intrinsic"):
         assert parts[key].shape == (N_DRAWS, model.wavelength_aa.size)
         assert np.all(parts[key] >= 0) and np.all(parts[key].max(axis=1) > 0)
@@ -108,7 +97,7 @@ def test_all_on_point_estimate_shapes_and_positive_parts(models):
 def test_energy_balance_holds_with_shocks_and_agn(models):
     """Absorbed stellar + nebular + shock light = dust IR luminosity; the AGN torus is not host dust."""
     model = models("all_on")
-    draws = _prior_draws(model, N_DRAWS, seed=3)
+    draws = prior_draws(model, REDSHIFT, N_DRAWS, seed=3)
     assert np.ptp(draws["av"]) > 1.0
     d = model.derived_quantities(draws)
     assert np.all(d["luminosity_absorbed"] > 0)
@@ -118,17 +107,17 @@ def test_energy_balance_holds_with_shocks_and_agn(models):
     host = ("sed_attenuated", "sed_nebular", "sed_shock", "sed_dust_ir")
     dusty = model.sed_components(draws)
     clear = model.sed_components({**draws, "av": np.zeros(N_DRAWS)})
-    np.testing.assert_allclose(_bolometric_erg_s(model, sum(dusty[k] for k in host)),
-                               _bolometric_erg_s(model, sum(clear[k] for k in host)), rtol=1e-2)
+    np.testing.assert_allclose(bolometric_erg_s(model, sum(dusty[k] for k in host)),
+                               bolometric_erg_s(model, sum(clear[k] for k in host)), rtol=1e-2)
     # the AGN adds agn_fraction × the host's intrinsic luminosity (disk normalised analytically, torus on the grid)
-    expected = draws["agn_fraction"] * _bolometric_erg_s(model, dusty["sed_intrinsic"])
+    expected = draws["agn_fraction"] * bolometric_erg_s(model, dusty["sed_intrinsic"])
     np.testing.assert_allclose(d["luminosity_agn"], expected, rtol=1e-10)
-    np.testing.assert_allclose(_bolometric_erg_s(model, dusty["sed_agn"]), expected, rtol=0.02)
+    np.testing.assert_allclose(bolometric_erg_s(model, dusty["sed_agn"]), expected, rtol=0.02)
 
 
 def test_radio_and_xray_follow_their_relations(models):
     model = models("all_on")
-    draws = _prior_draws(model, N_DRAWS, seed=4)
+    draws = prior_draws(model, REDSHIFT, N_DRAWS, seed=4)
     d = model.derived_quantities(draws)
     np.testing.assert_allclose(d["luminosity_xrb_2_10kev"], 9.05e28 * d["stellar_mass"] + 1.62e39 * d["sfr_100myr"])
     q = np.log10(d["luminosity_ir_8_1000um"] / 3.75e12) - np.log10(d["lnu_synchrotron_1p4ghz"])
@@ -157,7 +146,7 @@ def test_band_tables_off_with_new_components_and_photometry_agrees():
     default = SEDModel(Parameters({k: v for k, v in priors.items() if k != "shock_fraction"}), Photometry(FILTERS))
     shocked = SEDModel(Parameters(priors), Photometry(FILTERS), shock=True)
     assert default.uses_band_tables and not shocked.uses_band_tables
-    draws = _prior_draws(default, 10, seed=5)
+    draws = prior_draws(default, REDSHIFT, 10, seed=5)
     flux = default.predict_photometry({k: v[0] for k, v in draws.items()})
     fast = default.build_problem(flux, 0.1 * flux)
     chain = shocked.build_problem(flux, 0.1 * flux)
@@ -215,7 +204,7 @@ def test_compile_signature_includes_cosmology():
 @pytest.mark.parametrize("name", [n if n == "all_on" else pytest.param(n, marks=pytest.mark.full) for n in MATRIX])
 def test_log_likelihood_gradient_finite_over_200_prior_draws(models, name):
     model = models(name)
-    truth = {k: v[0] for k, v in _prior_draws(model, 1, seed=7).items()}
+    truth = {k: v[0] for k, v in prior_draws(model, REDSHIFT, 1, seed=7).items()}
     flux = model.predict_photometry(truth)
     problem = model.build_problem(flux, 0.1 * flux + 1e-40)
     z = jax.random.normal(jax.random.key(8), (200, problem.init.shape[0]))

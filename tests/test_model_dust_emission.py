@@ -7,10 +7,9 @@ import pytest
 from tengri import Fixed, LogUniform, Parameters, Photometry, SEDModel, Uniform
 from tengri.errors import ParameterError
 from tengri.model.components import DustEmission
-from tengri.physics.bandpass import log_wavelength_widths
-from tengri.physics.cosmology import age_of_universe_gyr
 
-C_AA_PER_S = 2.99792458e18
+from conftest import bolometric_erg_s, prior_draws
+
 REDSHIFT = 0.5
 IR_FILTERS = ["sdss_r0", "twomass_Ks", "spitzer_irac_ch2", "spitzer_mips_24", "herschel_pacs_100",
               "herschel_spire_250"]
@@ -49,33 +48,23 @@ def dl07_model(models):
     return models("dl07")
 
 
-def _prior_draws(model, n, seed=0):
-    context = {"age_of_universe": float(age_of_universe_gyr(REDSHIFT, model.cosmo))}
-    return {k: np.asarray(v) for k, v in model.parameters.sample(jax.random.key(seed), n, context).items()}
-
-
-def _bolometric_erg_s(model, lnu):
-    wave = model.wavelength_aa
-    return np.sum(lnu * C_AA_PER_S / wave * log_wavelength_widths(wave), axis=-1)
-
-
 @pytest.mark.slow
 def test_dust_conserves_bolometric_luminosity_over_prior_draws(model):
-    draws = _prior_draws(model, 24)
+    draws = prior_draws(model, REDSHIFT, 24)
     assert np.ptp(draws["av"]) > 1.0
-    dusty = _bolometric_erg_s(model, model.predict_sed(draws)["lnu_rest"])
-    clear = _bolometric_erg_s(model, model.predict_sed({**draws, "av": np.zeros(24)})["lnu_rest"])
+    dusty = bolometric_erg_s(model, model.predict_sed(draws)["lnu_rest"])
+    clear = bolometric_erg_s(model, model.predict_sed({**draws, "av": np.zeros(24)})["lnu_rest"])
     np.testing.assert_allclose(dusty, clear, rtol=1e-10)
 
 
 def test_dust_infrared_luminosity_equals_absorbed_luminosity(dl07_model):
-    d = dl07_model.derived_quantities(_prior_draws(dl07_model, 24, seed=1))
+    d = dl07_model.derived_quantities(prior_draws(dl07_model, REDSHIFT, 24, seed=1))
     assert np.all(d["luminosity_absorbed"] > 0)
     np.testing.assert_allclose(d["luminosity_dust_ir"], d["luminosity_absorbed"], rtol=1e-10)
 
 
 def test_dust_dims_optical_and_brightens_far_infrared_bands(dl07_model):
-    truth = {k: v[0] for k, v in _prior_draws(dl07_model, 1, seed=2).items()}
+    truth = {k: v[0] for k, v in prior_draws(dl07_model, REDSHIFT, 1, seed=2).items()}
     clear = dl07_model.predict_photometry({**truth, "av": 0.0})
     dusty = dl07_model.predict_photometry({**truth, "av": 1.0})
     assert dusty[0] < clear[0]  # sdss r: attenuated
@@ -84,7 +73,7 @@ def test_dust_dims_optical_and_brightens_far_infrared_bands(dl07_model):
 
 @pytest.mark.slow
 def test_log_likelihood_gradient_finite_over_50_prior_draws(model):
-    truth = {k: v[0] for k, v in _prior_draws(model, 1, seed=3).items()}
+    truth = {k: v[0] for k, v in prior_draws(model, REDSHIFT, 1, seed=3).items()}
     flux = model.predict_photometry(truth)
     problem = model.build_problem(flux, 0.1 * flux)
     z = jax.random.normal(jax.random.key(4), (50, problem.init.shape[0]))
