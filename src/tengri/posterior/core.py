@@ -614,6 +614,8 @@ class Posterior:
         ------
         RuntimeError
             No fitter or no model attached.
+        ValueError
+            The fit is spectroscopic or joint (not supported yet).
         DataError
             ``data`` does not match the fitter's noise or the model's predictions.
 
@@ -627,6 +629,14 @@ class Posterior:
         """
         fitter = self._require_fitter("posterior_predictive")
         model = self._require_model("posterior_predictive")
+        data_type = getattr(fitter, "data_type", "photometry")
+        if data_type != "photometry":
+            # Spectroscopic predictions depend on the marginalised calibration and line
+            # amplitudes (conditional on the data), which this check does not model yet.
+            raise ValueError(
+                f"posterior_predictive supports photometric fits only; this fit's data_type is "
+                f"{data_type!r}"
+            )
         observed = np.asarray(data, dtype=np.float64)
         noise = np.asarray(fitter.noise, dtype=np.float64)
         mask = np.ones(noise.shape, bool) if fitter.mask is None else np.asarray(fitter.mask, bool)
