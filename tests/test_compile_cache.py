@@ -79,6 +79,20 @@ class GaussianModel:
         return dataclasses.replace(problem, data_args=data_args, **self._functions)
 
 
+@pytest.fixture(autouse=True)
+def no_persistent_cache():
+    """Count real compilations: a disk cache left on by an earlier test (``tengri fit``
+    turns it on) or an earlier run would serve programs without compiling them."""
+    from jax.experimental.compilation_cache import compilation_cache
+
+    before = jax.config.jax_enable_compilation_cache
+    jax.config.update("jax_enable_compilation_cache", False)
+    compilation_cache.reset_cache()
+    yield
+    jax.config.update("jax_enable_compilation_cache", before)
+    compilation_cache.reset_cache()
+
+
 @pytest.fixture(scope="module")
 def model():
     return GaussianModel()
