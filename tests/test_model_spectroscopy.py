@@ -97,6 +97,7 @@ def test_line_fluxes_integrate_to_published_values(model):
 
 
 @pytest.mark.slow
+@pytest.mark.full
 def test_fnu_units_match_flam(model):
     fnu_model = _model(flux_unit="uJy")
     flam = model.predict_spectrum(VALUES)
@@ -106,6 +107,7 @@ def test_fnu_units_match_flam(model):
 
 
 @pytest.mark.slow
+@pytest.mark.full
 def test_fitted_lines_add_scales_and_gradients_finite():
     model = _model(eline_mode="fitted", lines=["Hbeta", "Halpha"])
     assert {"eline_scale_Hbeta", "eline_scale_Halpha"} <= set(model.parameters.free_names)

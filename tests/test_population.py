@@ -169,6 +169,7 @@ def test_run_rejects_unknown_methods_and_options(population):
 
 
 @pytest.mark.slow
+@pytest.mark.full
 def test_evi_run_returns_a_population_posterior(population):
     # the Ray Tracing path is exercised by bench/population.py (its compilation would double this test's cost)
     post = population.run("evi", n_iterations=20, n_posterior_samples=64, map_starts=1, map_steps=50)

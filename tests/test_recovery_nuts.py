@@ -1,4 +1,4 @@
-"""Recovery: NUTS on mocks made with tengri's own model (foundation acceptance, CI size).
+"""Recovery: NUTS on mocks made with tengri's own model (foundation acceptance; a reduced size, still beyond the CI budget: marked full).
 
 The mocks and fits are those of ``bench/recovery.py`` (delayed τ + Calzetti, 12
 bands GALEX → IRAC, S/N 20, redshift known per galaxy), fewer and shorter so the
@@ -24,6 +24,7 @@ NUTS_CI = {"n_chains": 2, "n_warmup": 200, "n_samples": 200, "use_dense": True}
 
 
 @pytest.mark.slow
+@pytest.mark.full
 def test_nuts_recovers_mock_truths_with_calibrated_intervals():
     from recovery import fit_mocks, summarise
 

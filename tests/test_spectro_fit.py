@@ -77,6 +77,7 @@ def test_fitter_takes_spectrum_layout_and_mask(spec_model, mock):
 
 
 @pytest.mark.slow
+@pytest.mark.full
 def test_calibration_marginalisation_removes_the_bias(spec_model, mock, calibrated_fit):
     """Without the polynomial the cubic calibration curve biases the continuum
     parameters far beyond their errors; marginalised, the truth is within 2σ."""
@@ -88,6 +89,7 @@ def test_calibration_marginalisation_removes_the_bias(spec_model, mock, calibrat
 
 
 @pytest.mark.slow
+@pytest.mark.full
 def test_marginalised_line_fluxes_cover_the_truth(calibrated_fit, mock):
     post = calibrated_fit
     assert post.eline_names == list(LINES)
@@ -101,6 +103,7 @@ def test_marginalised_line_fluxes_cover_the_truth(calibrated_fit, mock):
 
 
 @pytest.mark.slow
+@pytest.mark.full
 def test_line_diagnostics_match_the_inputs(calibrated_fit, mock):
     post = calibrated_fit
     hbeta, oiii, halpha, nii = mock["line_flux"]
@@ -117,6 +120,7 @@ def test_line_diagnostics_match_the_inputs(calibrated_fit, mock):
 
 
 @pytest.mark.slow
+@pytest.mark.full
 def test_equivalent_widths_and_missing_lines(calibrated_fit):
     """EWs come from the model's rest-frame SED: this model has no nebular
     emission, so Hβ and Hα show the stellar absorption (a 1.5 Gyr population:
