@@ -277,3 +277,13 @@ def test_plot_sfh_draws_the_smooth_component_under_the_total(stochastic_model, p
     _, smooth = stochastic_model.predict_sfh({k: v[:1] for k, v in draws.items()}, lookback_gyr=lookback,
                                              component="smooth")
     assert not np.allclose(total, smooth)  # the field is drawn, not flat
+
+
+def test_fitter_summary_counts_the_latent_field_on_one_line(stochastic_model, prior_draws):
+    from tengri import Fitter
+
+    flux = prior_draws[1][0]
+    text = Fitter(stochastic_model, flux, 0.05 * flux).summary()
+    n_xi = sum(n.startswith("psd_xi") for n in stochastic_model.parameters.free_names)
+    assert f"{n_xi} latent ξ grid values" in text
+    assert "psd_xi_000…" in text and "\n    psd_xi_001 " not in text

@@ -49,6 +49,7 @@ MEMORY_MODES = ("fast", "low")
 FAST_CHUNK = 4096
 LOW_MEMORY_CHUNK = 256
 NO_BACKGROUND_COMPILE_ENV = "TENGRI_NO_BACKGROUND_COMPILE"
+_LATENT_FIELD_PREFIX = "psd_xi"  # the stochastic SFH's white-noise latents
 
 
 def _background_compile_disabled() -> bool:
@@ -402,14 +403,21 @@ class Fitter:
         """Data type, data size and S/N, free parameters with priors, methods."""
         snr = np.median(np.abs(self.data[self.mask]) / self.noise[self.mask])
         params = self.model.parameters
+        latent = [n for n in params.free_names if n.startswith(_LATENT_FIELD_PREFIX)]
         lines = [
             f"Fitter data_type: {self.data_type}",
             "─" * 62,
             f"  Data points: {self.n_data} used of {len(self.data)}",
             f"  Median S/N: {snr:.1f}",
-            f"  Parameters: {params.n_free} free",
+            f"  Parameters: {params.n_free} free"
+            + (f" ({params.n_free - len(latent)} physical + {len(latent)} latent ξ grid values)" if latent else ""),
         ]
+        if latent:
+            lines.append(f"    {latent[0] + '…' + latent[-1]:<22} {params[latent[0]].describe()} each "
+                         f"(white noise of the stochastic SFH field)")
         for name, prior in params.priors.items():
+            if name in latent:
+                continue
             if name in self.fixed:
                 desc = f"Fixed({self.fixed[name]}) per galaxy"
             else:
