@@ -626,15 +626,9 @@ def _mcmc_raw(method, opts, one: dict):
 
     n_chains, n_warmup, n_burnin, n_samples = (int(v) for v in one["_sizes"])
     samples = one["samples"]
-    diagnostics = {
-        "acceptance_rate": float(np.mean(one["acceptance_rate"])),
-        "divergences": int(np.sum(one["n_divergences"])),
-        "step_size": float(np.mean(one["step_size"])),
-        "step_size_per_chain": one["step_size"],
-        "n_integration_steps_mean": float(np.mean(one["n_integration_steps_mean"])),
-        "inverse_mass_matrix": one["inverse_mass_matrix"],
-        "n_chains": n_chains, "n_warmup": n_warmup, "n_burnin": n_burnin, "n_samples": n_samples,
-        "catalog_strategy": "batched",
-    }
+    from tengri.inference.methods.mcmc import chain_diagnostics
+
+    diagnostics = {**chain_diagnostics(one, n_chains, n_warmup, n_burnin, n_samples),
+                   "catalog_strategy": "batched"}
     return RawResult(method=method, point=samples.mean(axis=(0, 1)), samples=samples,
                      diagnostics=diagnostics, loss_history=None)

@@ -307,7 +307,15 @@ def _run_hmc_family(kind: str, problem: Problem, key: jax.Array,
     ]
     chains = _stack_chains(outputs)
     samples, point = _samples_and_mean(chains)
-    diagnostics = {
+    diagnostics = chain_diagnostics(chains, n_chains, n_warmup, n_burnin, n_samples)
+    return RawResult(method=kind, point=point, samples=samples, diagnostics=diagnostics,
+                     loss_history=None)
+
+
+def chain_diagnostics(chains: dict, n_chains: int, n_warmup: int, n_burnin: int,
+                      n_samples: int) -> dict[str, Any]:
+    """Diagnostics of an HMC-family run from its stacked per-chain engine outputs."""
+    return {
         "acceptance_rate": float(np.mean(chains["acceptance_rate"])),
         "divergences": int(np.sum(chains["n_divergences"])),
         "step_size": float(np.mean(chains["step_size"])),
@@ -319,8 +327,6 @@ def _run_hmc_family(kind: str, problem: Problem, key: jax.Array,
         "n_burnin": n_burnin,
         "n_samples": n_samples,
     }
-    return RawResult(method=kind, point=point, samples=samples, diagnostics=diagnostics,
-                     loss_history=None)
 
 
 def run_nuts(problem: Problem, key: jax.Array, **options: Any) -> RawResult:
