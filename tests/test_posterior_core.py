@@ -269,16 +269,6 @@ def test_masked_data_do_not_count_in_chi2():
     assert ppc["n_data"] == 15
 
 
-def test_posterior_predictive_refuses_spectroscopic_fits():
-    model = FakeModel(n_band=10)
-    data, noise = mock_photometry(model)
-    fitter = FakeFitter(data, noise)
-    fitter.data_type = "spectroscopy"
-    post = Posterior(None, {"c0": 2.0, "c1": -0.5}, "map", 0.1, model=model, fitter=fitter)
-    with pytest.raises(ValueError, match="photometric fits only.*spectroscopy"):
-        post.posterior_predictive(data)
-
-
 def test_posterior_predictive_subsamples_with_a_key():
     model = FakeModel(n_band=10)
     data, noise = mock_photometry(model)

@@ -53,8 +53,8 @@ import numpy as np
 from tengri.errors import ConfigError, DataError, ParameterError
 from tengri.inference.problem import Problem
 
-__all__ = ["build_problem", "linear_gaussian_marginal", "chebyshev_design", "line_flux_function",
-           "spectral_options", "split_joint"]
+__all__ = ["build_problem", "linear_gaussian_marginal", "conditional_draw", "chebyshev_design",
+           "line_flux_function", "predictive_function", "spectral_options", "split_joint"]
 
 _FLAT_SCALE = 1e3
 _KEYS = {"phot": ("phot", "flux_obs", "noise"), "spec": ("spec", "spec_obs", "spec_noise")}
@@ -105,6 +105,13 @@ def linear_gaussian_marginal(resid, inv_var, design, prior_mean, prior_prec, nor
     log_marginal = -0.5 * jnp.sum(inv_var * r * r) + 0.5 * alpha @ alpha - 0.5 * log_det + log_prior_norm
     mean = prior_mean + d * jax.scipy.linalg.solve_triangular(chol.T, alpha, lower=False)
     return log_marginal, mean, (chol, d)
+
+
+def conditional_draw(mean, factor, eps):
+    """One draw of b from its conditional N(mean, P⁻¹), ``factor`` from
+    :func:`linear_gaussian_marginal` and ``eps`` (K,) standard normal."""
+    chol, d = factor
+    return mean + d * jax.scipy.linalg.solve_triangular(chol.T, eps, lower=False)
 
 
 def spectral_options(model, calibration_marginalize=False, cal_n_poly=3, cal_prior_sigma=1.0,
@@ -232,7 +239,10 @@ def _make_functions(model, opts: tuple) -> dict:
     marginal = calibrate or lines_marginalised
 
     def forward(z, da):
-        theta = params.to_physical(z, da["table"], da["fixed"])
+        return forward_physical(params.to_physical(z, da["table"], da["fixed"]), da)
+
+    def forward_physical(theta, da):
+        """(spectrum parts (see SpectrumPlan.predict), band fluxes or None) at physical ``theta``."""
         state = model._run_chain(theta, da["grids"])
         spec = plan.predict(theta, state, da["grids"], da["spec_ctx"])
         phot = None
@@ -296,15 +306,15 @@ def _make_functions(model, opts: tuple) -> dict:
         if not lines_marginalised:
             return spec["named_line_flux"], spec["named_line_flux"]
         design, mean, prec, normalised = linear_system(spec, da)
-        _, cond, (chol, d) = linear_gaussian_marginal(
+        _, cond, factor = linear_gaussian_marginal(
             da["spec_data"] - spec["flux"], da["spec_inv_var"], design, mean, prec, normalised)
-        eps = jax.random.normal(key, cond.shape)
-        draw = cond + d * jax.scipy.linalg.solve_triangular(chol.T, eps, lower=False)
+        draw = conditional_draw(cond, factor, jax.random.normal(key, cond.shape))
         n_lines = spec["named_line_flux"].shape[0]
         return cond[-n_lines:], draw[-n_lines:]
 
     return {"log_likelihood": log_likelihood, "residuals": None if marginal else residuals,
-            "line_fluxes": jax.jit(jax.vmap(line_fluxes, in_axes=(0, None, 0)))}
+            "line_fluxes": jax.jit(jax.vmap(line_fluxes, in_axes=(0, None, 0))),
+            "forward_physical": forward_physical, "linear_system": linear_system}
 
 
 def line_flux_function(model, **options):
@@ -313,3 +323,65 @@ def line_flux_function(model, **options):
     if model.spectroscopy is None or model.spectroscopy.eline_mode == "none":
         return None
     return _functions(model, spectral_options(model, **options))["line_fluxes"]
+
+
+def predictive_function(model, draw: bool, given_lines: bool, **options):
+    """Jitted model data as the likelihood compares them to the data, per parameter vector.
+
+    ``(theta, data_args, keys, line_amplitudes) -> dict`` with ``theta`` a dict of
+    every parameter (free and fixed) → (n,) physical values, ``keys`` (n, 2) PRNG
+    keys and ``line_amplitudes`` (n, n_lines) [erg/s/cm²] or None. Returns
+    ``spectrum`` (n, n_pix) in the data unit and, for a joint model, ``photometry``
+    (n, n_band) [erg/s/cm²/Hz]; with calibration marginalised ``calibration``
+    (n, n_pix), the polynomial ``1 + Σ c_k T_k(x)``; with lines marginalised
+    ``line_amplitudes`` (n, n_lines), the amplitudes added.
+
+    The marginalised linear coefficients (calibration, line amplitudes) are set
+    from their conditional Gaussian given θ and ``data_args["spec_data"]`` (the
+    algebra of :func:`linear_gaussian_marginal`): its mean, or with ``draw=True``
+    one draw per θ. With ``given_lines=True`` the line amplitudes are the ones
+    passed in and only the calibration coefficients come from their conditional
+    given θ, those amplitudes and the data (with a draw of the amplitudes from
+    their marginal conditional this is a draw of both from their joint one).
+    Without any marginalisation the spectrum is the model's. Memoised on the model.
+    """
+    opts = spectral_options(model, **options)
+    key = ("spectro_predictive", opts, bool(draw), bool(given_lines))
+    cache = model._jit_cache
+    if key not in cache:
+        cache[key] = _make_predictive(model, opts, bool(draw), bool(given_lines))
+    return cache[key]
+
+
+def _make_predictive(model, opts: tuple, draw: bool, given_lines: bool):
+    calibrate, n_poly, _, lines_marginalised, _ = opts
+    fns = _functions(model, opts)
+    forward_physical, linear_system = fns["forward_physical"], fns["linear_system"]
+    n_cal = n_poly if calibrate else 0
+
+    def conditional(resid, da, design, mean, prec, normalised, key):
+        _, cond, factor = linear_gaussian_marginal(resid, da["spec_inv_var"], design, mean, prec, normalised)
+        return conditional_draw(cond, factor, jax.random.normal(key, cond.shape)) if draw else cond
+
+    def predict(theta, da, key, line_amplitudes):
+        spec, phot = forward_physical(theta, da)
+        out = {"spectrum": spec["flux"]} if phot is None else {"spectrum": spec["flux"], "photometry": phot}
+        if not (calibrate or lines_marginalised):
+            return out
+        design, mean, prec, normalised = linear_system(spec, da)
+        resid = da["spec_data"] - spec["flux"]
+        if given_lines and lines_marginalised:
+            resid = resid - design[:, n_cal:] @ line_amplitudes
+            cal = (conditional(resid, da, design[:, :n_cal], mean[:n_cal], prec[:n_cal], normalised[:n_cal], key)
+                   if calibrate else jnp.zeros(0))
+            coeffs = jnp.concatenate([cal, line_amplitudes])
+        else:
+            coeffs = conditional(resid, da, design, mean, prec, normalised, key)
+        out["spectrum"] = spec["flux"] + design @ coeffs
+        if calibrate:
+            out["calibration"] = 1.0 + da["cal_design"] @ coeffs[:n_cal]
+        if lines_marginalised:
+            out["line_amplitudes"] = coeffs[n_cal:]
+        return out
+
+    return jax.jit(jax.vmap(predict, in_axes=(0, None, 0, 0 if given_lines else None)))

@@ -578,22 +578,39 @@ class Posterior:
             raise ValueError(f"n must be a positive integer, got {n!r}")
         if self.samples is None:
             return {k: np.repeat(np.asarray(v)[None, ...], n, axis=0) for k, v in self.params.items()}
-        import jax
-
-        index = np.asarray(jax.random.randint(key, (int(n),), 0, self.n_samples))
+        index = self._draw_index(key, n)
         return {k: v[index] for k, v in self.samples.items()}
 
+    def _draw_index(self, key: Any, n: int) -> np.ndarray:
+        """Indices of the draws :meth:`resample` picks, shape (n,)."""
+        import jax
+
+        return np.asarray(jax.random.randint(key, (int(n),), 0, self.n_samples))
+
     def posterior_predictive(self, data: Any, n_samples: int | None = None, key: Any = None) -> dict:
-        """Model photometry of the draws, whitened residuals and the χ² distribution.
+        """Model data of the draws, whitened residuals and the χ² distribution.
 
         Deterministic posterior predictive: no noise realisation is added to the
         predictions (add ``noise * normal`` yourself for replicated data).
 
+        For a spectroscopic or joint fit the prediction is what the likelihood
+        compares to the data: with ``calibration_marginalize`` the model spectrum
+        times the calibration polynomial, with marginalised lines the lines added;
+        their coefficients come from the conditional Gaussian given the draw and
+        ``data`` — the conditional mean for a point estimate, one draw per
+        posterior draw (the stored per-draw ``eline_fluxes`` as line amplitudes,
+        the calibration drawn given them), as for ``eline_fluxes``; see
+        :mod:`tengri.posterior.predictive`.
+
         Parameters
         ----------
-        data : array_like, shape (n_obs,)
-            The data the posterior was conditioned on, in the units of
-            ``model.predict_photometry``.
+        data : array_like or dict
+            The data the posterior was conditioned on, in the layout the Fitter
+            took: photometry (n_band,) f_ν [erg/s/cm²/Hz]; a spectrum (n_pix,) in
+            the Spectroscopy's ``flux_unit``; for a joint fit
+            ``[band fluxes (n_band,), spectrum (n_pix,)]`` or
+            ``{"phot": …, "spec": …}``. n_obs is n_band, n_pix or their sum, in
+            the order [photometry, spectrum].
         n_samples : int, optional
             Number of draws to evaluate, picked with :meth:`resample` (with
             replacement). None uses every draw (1 for a point estimate).
@@ -608,16 +625,19 @@ class Posterior:
             over unmasked data; ``chi2_median``, ``chi2_lo``, ``chi2_hi`` (50th, 16th,
             84th percentiles); ``mask`` (n_obs,) and ``n_data`` (number used).
             Noise and mask come from the attached Fitter (``fitter.noise``,
-            ``fitter.mask``, True = used).
+            ``fitter.mask``, True = used). A joint fit adds ``chi2_photometry``
+            and ``chi2_spectrum`` (N,) that sum to ``chi2``, ``n_data_photometry``
+            and ``n_data_spectrum``; a marginalised calibration adds
+            ``calibration`` (N, n_pix), the polynomial 1 + Σ c_k T_k(x), and
+            marginalised lines ``line_amplitudes`` (N, n_lines) [erg/s/cm²].
 
         Raises
         ------
         RuntimeError
             No fitter or no model attached.
-        ValueError
-            The fit is spectroscopic or joint (not supported yet).
         DataError
-            ``data`` does not match the fitter's noise or the model's predictions.
+            ``data`` does not match the fitter's layout, noise or the model's
+            predictions.
 
         Notes
         -----
@@ -627,16 +647,12 @@ class Posterior:
         prior bounds), so the median over draws lies between n_data − n_free and
         n_data. Either is one noise realisation: its scatter is √(2 n_data) or so.
         """
+        from tengri.posterior.predictive import chi2_summary, spectroscopic_predictive
+
         fitter = self._require_fitter("posterior_predictive")
         model = self._require_model("posterior_predictive")
-        data_type = getattr(fitter, "data_type", "photometry")
-        if data_type != "photometry":
-            # Spectroscopic predictions depend on the marginalised calibration and line
-            # amplitudes (conditional on the data), which this check does not model yet.
-            raise ValueError(
-                f"posterior_predictive supports photometric fits only; this fit's data_type is "
-                f"{data_type!r}"
-            )
+        if getattr(fitter, "data_type", "photometry") != "photometry":
+            return spectroscopic_predictive(self, fitter, data, n_samples, key)
         observed = np.asarray(data, dtype=np.float64)
         noise = np.asarray(fitter.noise, dtype=np.float64)
         mask = np.ones(noise.shape, bool) if fitter.mask is None else np.asarray(fitter.mask, bool)
@@ -661,15 +677,10 @@ class Posterior:
                 f"model predicts {predictions.shape[-1]} photometric points, data has {observed.size}"
             )
         residuals = (observed - predictions) / noise
-        chi2 = np.sum(np.where(mask, residuals, 0.0) ** 2, axis=1)
-        lo, med, hi = np.percentile(chi2, [16, 50, 84])
         return {
             "predictions": predictions,
             "residuals": residuals,
-            "chi2": chi2,
-            "chi2_median": float(med),
-            "chi2_lo": float(lo),
-            "chi2_hi": float(hi),
+            **chi2_summary(residuals, mask),
             "mask": mask,
             "n_data": int(mask.sum()),
         }
