@@ -14,6 +14,17 @@ Output directory::
     parts/part-<first>-<hash>.csv  the summary rows of one finished chunk
     summary.<csv|fits|h5>       all rows, in catalog order (written at the end)
 
+With a ``[spectroscopy]`` table in the configuration, a galaxy whose spectrum
+column is filled is fitted jointly (its photometry and its spectrum file, read by
+:func:`tengri.spectrum_io.read_spectrum`) by a per-galaxy Fitter on a model built
+for its pixels (``data_type="joint"``); galaxies with identical pixel grids (and
+redshift, unless ``redshift_range`` is configured) share one model and its
+compiled programs. The others are fitted as photometry. The summary then also
+has the spectral parameters' columns (``veldisp_kms``…), empty for galaxies
+fitted without a spectrum. A spectrum file that cannot be used fails its galaxy
+only (an error row). With Dask, the workers read the spectrum files: they must
+see the same paths.
+
 A chunk writes its posteriors, then its part file, each atomically (temporary
 file + ``os.replace``); a part file therefore means its galaxies are finished.
 With ``resume=True`` (the default) galaxies found in part files are not fitted
@@ -25,6 +36,7 @@ only writes its own files, so Dask may run it again (after a worker died) safely
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -117,9 +129,63 @@ def _safe_name(gid: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in gid)
 
 
+def catalog_free_names(model, spectroscopy=None) -> list[str]:
+    """Free parameters of the summary: the model's, then the spectrum-only ones."""
+    extra = () if spectroscopy is None else spectroscopy.free_parameter_names
+    return list(model.parameters.free_names) + [n for n in extra if n not in model.parameters.free_names]
+
+
+def _spectrum_record(cat, gal, index: int, spectroscopy):
+    """GalaxyRecord of a galaxy with a spectrum file (raises DataError for a bad file)."""
+    from tengri.spectrum_io import read_spectrum
+
+    wave, flux, error, mask = read_spectrum(gal.spectrum_file, spectroscopy.flux_unit,
+                                            spectroscopy.wavelength_unit, spectroscopy.flux_scale)
+    spectro = {"spec_obs": flux, "spec_noise": error, "spec_mask": mask, "wave_spec": wave}
+    return cat.GalaxyRecord(gal.id, index, gal.flux_obs, gal.noise, gal.mask, dict(gal.fixed), spectro)
+
+
+def _joint_groups(model, records, spectroscopy) -> dict[tuple, list[int]]:
+    """Positions of ``records`` by (pixel grid, redshift range of their model)."""
+    per_galaxy_z = "redshift" in model.per_galaxy and spectroscopy.observation.get("redshift_range") is None
+    groups: dict[tuple, list[int]] = {}
+    for n, rec in enumerate(records):
+        wave = np.asarray(rec.spectro["wave_spec"])
+        z = float(rec.fixed["redshift"]) if per_galaxy_z else None
+        key = (hashlib.sha1(wave.tobytes()).hexdigest(), wave.size, None if z is None else (z, z))
+        groups.setdefault(key, []).append(n)
+    return groups
+
+
+def _fit_joint(model, records, method, options, key, config, spectroscopy):
+    """Per-galaxy joint fits, one model per group of identical pixel grids."""
+    from tengri.catalog_summary import error_row
+    from tengri.inference import catalog as cat
+    from tengri.model.observation import Joint
+
+    posteriors, rows = [None] * len(records), [None] * len(records)
+    for (_, _, z_range), members in _joint_groups(model, records, spectroscopy).items():
+        group = [records[n] for n in members]
+        try:
+            observation = Joint(model.photometry, spectroscopy.spectroscopy(group[0].spectro["wave_spec"],
+                                                                            z_range))
+            joint = model_from_config(config, observation=observation)[0]
+        except Exception as err:  # e.g. pixels beyond the SSP grid: these galaxies fail
+            got = ([None] * len(group), [error_row(r.id, method, f"{type(err).__name__}: {err}")
+                                         for r in group])
+        else:  # the model is built on these pixels: no per-galaxy grid to pass
+            group = [dataclasses.replace(r, spectro={k: v for k, v in r.spectro.items() if k != "wave_spec"})
+                     for r in group]
+            got = cat.fit_records(joint, group, method, options, key, None, "sequential",
+                                  fitter_options=spectroscopy.fitter_options)
+        for n, post, row in zip(members, *got):
+            posteriors[n], rows[n] = post, row
+    return posteriors, rows
+
+
 def fit_chunk(model, galaxies, indices, method: str, options: dict, key_seed: int, out,
               n_pad=None, strategy: str = "auto", save_posteriors: bool = True,
-              plots: bool = False) -> list[dict]:
+              plots: bool = False, config: dict | None = None, spectroscopy=None) -> list[dict]:
     """Fit one chunk and write its posteriors and part file (idempotent).
 
     Parameters
@@ -132,6 +198,10 @@ def fit_chunk(model, galaxies, indices, method: str, options: dict, key_seed: in
         The run's key is ``jax.random.PRNGKey(key_seed)``.
     out : path
         Output directory.
+    config : dict, optional
+        The parsed configuration (builds the joint models of galaxies with a spectrum).
+    spectroscopy : SpectroscopySpec, optional
+        ``CatalogSpec.spectroscopy``; galaxies with a ``spectrum_file`` need it.
 
     Returns
     -------
@@ -140,29 +210,48 @@ def fit_chunk(model, galaxies, indices, method: str, options: dict, key_seed: in
     """
     import jax
 
+    from tengri.catalog_summary import error_row
     from tengri.inference import catalog as cat
 
     out = Path(out)
-    records = [cat.GalaxyRecord(g.id, i, g.flux_obs, g.noise, g.mask, dict(g.fixed))
-               for g, i in zip(galaxies, indices)]
     method = registry.canonical_method(method)
-    posteriors, rows = cat.fit_records(
-        model, records, method, cat.method_options(method, options),
-        jax.random.PRNGKey(key_seed), n_pad, cat.choose_strategy(method, strategy, False))
-    for rec, post, row in zip(records, posteriors, rows):
+    options = cat.method_options(method, options)
+    key = jax.random.PRNGKey(key_seed)
+    posteriors, rows = [None] * len(galaxies), [None] * len(galaxies)
+    photometric, joint = {}, {}  # position in the chunk → GalaxyRecord
+    for n, (g, i) in enumerate(zip(galaxies, indices)):
+        if getattr(g, "spectrum_file", None) is None:
+            photometric[n] = cat.GalaxyRecord(g.id, i, g.flux_obs, g.noise, g.mask, dict(g.fixed))
+            continue
+        try:
+            if spectroscopy is None or config is None:
+                raise DataError("a spectrum file needs a [spectroscopy] table in the configuration")
+            joint[n] = _spectrum_record(cat, g, i, spectroscopy)
+        except Exception as err:  # a bad spectrum file fails its galaxy only
+            rows[n] = error_row(g.id, method, f"{type(err).__name__}: {err}")
+    if photometric:
+        got = cat.fit_records(model, list(photometric.values()), method, options, key, n_pad,
+                              cat.choose_strategy(method, strategy, False))
+        for n, post, row in zip(photometric, *got):
+            posteriors[n], rows[n] = post, row
+    if joint:
+        got = _fit_joint(model, list(joint.values()), method, options, key, config, spectroscopy)
+        for n, post, row in zip(joint, *got):
+            posteriors[n], rows[n] = post, row
+    for gal, post, row in zip(galaxies, posteriors, rows):
         if post is None:
             continue
         try:
             if save_posteriors:
-                post.save(out / "posteriors" / f"{_safe_name(rec.id)}.h5")
+                post.save(out / "posteriors" / f"{_safe_name(gal.id)}.h5")
             if plots:
                 from tengri.posterior.plots import save_figures
 
-                save_figures(post, out / "plots", _safe_name(rec.id))
+                save_figures(post, out / "plots", _safe_name(gal.id))
         except Exception as err:
             row.clear()
-            row.update(error_row(rec.id, method, f"{type(err).__name__}: {err}"))
-    columns = summary_columns(model.parameters.free_names)
+            row.update(error_row(gal.id, method, f"{type(err).__name__}: {err}"))
+    columns = summary_columns(catalog_free_names(model, spectroscopy))
     write_summary(out / PARTS_DIR / _part_name(list(indices), [g.id for g in galaxies]), columns,
                   rows, "csv")
     return rows
@@ -180,9 +269,10 @@ def _chunk_task(config: dict, cache_dir: str | None, galaxies, indices, method, 
         tengri.enable_persistent_cache(cache_dir)
     key = json.dumps(config, sort_keys=True, default=str)
     if key not in _WORKER_MODELS:
-        _WORKER_MODELS[key] = model_from_config(config)[0]
-    return fit_chunk(_WORKER_MODELS[key], galaxies, indices, method, options, key_seed, out,
-                     n_pad, strategy, save_posteriors, plots)
+        _WORKER_MODELS[key] = model_from_config(config)
+    model, spec = _WORKER_MODELS[key]
+    return fit_chunk(model, galaxies, indices, method, options, key_seed, out,
+                     n_pad, strategy, save_posteriors, plots, config, spec.spectroscopy)
 
 
 def _dask_client(spec: tuple[str, Any]):
@@ -265,6 +355,8 @@ def fit_catalog(catalog, config, method: str = "map", out="tengri_out", *, optio
     galaxies = read_catalog(catalog, spec)
     if not galaxies:
         raise DataError(f"catalog {catalog} has no rows")
+    if any(g.spectrum_file for g in galaxies):  # spectra are fitted one by one
+        choose_strategy(method, strategy, True)
 
     out = Path(out)
     (out / "posteriors").mkdir(parents=True, exist_ok=True)
@@ -278,6 +370,7 @@ def fit_catalog(catalog, config, method: str = "map", out="tengri_out", *, optio
     n_pad = n_pad or min(chunk_size, len(galaxies))
     chunks = [todo[i:i + chunk_size] for i in range(0, len(todo), chunk_size)]
     args = (method, options, key_seed, str(out), n_pad, strategy, save_posteriors, plots)
+    config_dict = load_config(config)
 
     bar = tqdm(total=len(galaxies), initial=len(galaxies) - len(todo), unit="gal",
                desc=f"tengri fit ({method})", disable=not progress, smoothing=0.1)
@@ -285,10 +378,11 @@ def fit_catalog(catalog, config, method: str = "map", out="tengri_out", *, optio
     try:
         if dask_spec is None and client is None:
             for chunk in chunks:
-                fit_chunk(model, [galaxies[i] for i in chunk], chunk, *args)
+                fit_chunk(model, [galaxies[i] for i in chunk], chunk, *args, config_dict,
+                          spec.spectroscopy)
                 bar.update(len(chunk))
         else:
-            failed = _fit_chunks_dask(dask_spec, client, load_config(config), chunks, galaxies,
+            failed = _fit_chunks_dask(dask_spec, client, config_dict, chunks, galaxies,
                                       args, bar, tengri.persistent_cache_dir())
     finally:
         bar.close()
@@ -296,7 +390,8 @@ def fit_catalog(catalog, config, method: str = "map", out="tengri_out", *, optio
     finished = _finished_rows(out)
     rows = [finished.get(g.id) or error_row(g.id, method, failed.get(g.id, "no result"))
             for g in galaxies]
-    write_summary(summary_path(out, fmt), summary_columns(model.parameters.free_names), rows, fmt)
+    write_summary(summary_path(out, fmt), summary_columns(catalog_free_names(model, spec.spectroscopy)),
+                  rows, fmt)
     return rows
 
 

@@ -43,7 +43,6 @@ so ``strategy="auto"`` batches map/laplace only, and ``batch_mode="auto"`` uses
 
 from __future__ import annotations
 
-import inspect
 import time
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
@@ -56,13 +55,16 @@ from tengri.inference import cache, registry
 
 __all__ = ["CatalogFitter", "CatalogResult", "GalaxyRecord", "galaxy_key", "STRATEGIES",
            "fit_records", "choose_strategy", "method_options",
-           "NATIVE_VI_SEEDS", "SPECTRO_KEYS"]
+           "NATIVE_VI_SEEDS", "SPECTRO_KEYS", "SPECTRAL_FITTER_OPTIONS"]
 
 STRATEGIES = ("auto", "batched", "sequential")
 VMAP_POINT_METHODS = ("map", "laplace")
 VMAP_MCMC_METHODS = ("mcmc_nuts", "hmc", "dynamic_hmc", "ghmc")
 NATIVE_VI_SEEDS = 5  # n_seeds of "native" VI methods unless given
-SPECTRO_KEYS = ("spec_obs", "spec_noise", "wave_spec")
+SPECTRO_KEYS = ("spec_obs", "spec_noise", "spec_mask", "wave_spec")
+# Fitter arguments of the spectroscopic likelihood, the same for every galaxy of a catalog
+SPECTRAL_FITTER_OPTIONS = ("calibration_marginalize", "cal_n_poly", "cal_prior_sigma",
+                           "eline_marginalize", "eline_prior_type")
 _GALAXY_KEYS = ("id", "flux_obs", "noise", "mask", "fixed") + SPECTRO_KEYS
 
 
@@ -87,7 +89,9 @@ class GalaxyRecord:
     fixed : dict
         Per-galaxy values of fixed parameters (e.g. ``{"redshift": 1.2}``).
     spectro : dict
-        ``spec_obs`` / ``spec_noise`` / ``wave_spec`` when given.
+        ``spec_obs`` / ``spec_noise`` / ``spec_mask`` / ``wave_spec`` when given
+        (the spectrum in the model Spectroscopy's unit, True = use the pixel,
+        pixel centres [Å]).
     """
 
     id: str
@@ -237,7 +241,9 @@ class CatalogFitter:
     **kwargs
         A name that is a fixed parameter of the model (e.g. ``redshift``) gives
         per-galaxy values (a sequence as long as ``galaxies``) for galaxies that
-        do not carry their own; anything else is a method option.
+        do not carry their own; ``calibration_marginalize``, ``cal_n_poly``,
+        ``cal_prior_sigma``, ``eline_marginalize``, ``eline_prior_type`` go to the
+        Fitter of every galaxy with a spectrum; anything else is a method option.
         Methods with ``native`` in their name default to ``n_seeds=5``.
 
     Examples
@@ -254,8 +260,9 @@ class CatalogFitter:
         self.method = registry.canonical_method(method)
         fixed_names = set(model.parameters.fixed_values)
         fixed_columns = {k: v for k, v in kwargs.items() if k in fixed_names}
+        self.fitter_options = {k: kwargs[k] for k in SPECTRAL_FITTER_OPTIONS if k in kwargs}
         self.options = method_options(self.method, {k: v for k, v in kwargs.items()
-                                                    if k not in fixed_names})
+                                                    if k not in fixed_names and k not in self.fitter_options})
         self.n_pad = None if n_pad is None else _positive("n_pad", n_pad)
         self.chunk_size = _positive("chunk_size", chunk_size or self.n_pad or 64)
         self.key = jax.random.PRNGKey(42) if key is None else key
@@ -294,7 +301,7 @@ class CatalogFitter:
         else:
             posteriors, rows = fit_records(self.model, self.records, self.method, self.options,
                                            self.key, self.n_pad, self.strategy, progress,
-                                           self.batch_mode)
+                                           self.batch_mode, self.fitter_options)
         return CatalogResult(posteriors, rows, self.strategy, time.perf_counter() - start)
 
     def _run_dask(self, progress):
@@ -305,7 +312,8 @@ class CatalogFitter:
                   for i in range(0, len(self.records), self.chunk_size)]
         futures = {self.client.submit(_fit_chunk_remote, model_future, chunk, self.method,
                                       self.options, self.key, self.n_pad, self.strategy,
-                                      self.batch_mode, pure=False): n for n, chunk in enumerate(chunks)}
+                                      self.batch_mode, self.fitter_options,
+                                      pure=False): n for n, chunk in enumerate(chunks)}
         results: dict[int, tuple] = {}
         for future in as_completed(futures):
             results[futures[future]] = future.result()
@@ -328,10 +336,11 @@ def _positive(name: str, value) -> int:
     return int(value)
 
 
-def _fit_chunk_remote(model, records, method, options, key, n_pad, strategy, batch_mode):
+def _fit_chunk_remote(model, records, method, options, key, n_pad, strategy, batch_mode,
+                      fitter_options=None):
     """A dask task: fit ``records``; posteriors travel back without model or fitter."""
     posteriors, rows = fit_records(model, records, method, options, key, n_pad, strategy,
-                                   batch_mode=batch_mode)
+                                   batch_mode=batch_mode, fitter_options=fitter_options)
     for post in posteriors:
         if post is not None:
             post._model = None
@@ -342,11 +351,13 @@ def _fit_chunk_remote(model, records, method, options, key, n_pad, strategy, bat
 # ------------------------------------------------------------------ the strategies
 def fit_records(model, records: Sequence[GalaxyRecord], method: str, options: dict, key,
                 n_pad: int | None, strategy: str, progress=None,
-                batch_mode: str = "auto") -> tuple[list, list]:
+                batch_mode: str = "auto", fitter_options: Mapping[str, Any] | None = None
+                ) -> tuple[list, list]:
     """Fit ``records`` in this process; ``(posteriors, summary rows)`` in their order.
 
     ``strategy`` is ``"batched"`` or ``"sequential"`` (as chosen by CatalogFitter);
-    ``batch_mode`` as in :class:`CatalogFitter`.
+    ``batch_mode`` as in :class:`CatalogFitter`; ``fitter_options`` are the
+    spectroscopic Fitter arguments of galaxies with a spectrum.
     """
     batch_mode = resolve_batch_mode(batch_mode)
     from tengri.catalog_summary import error_row, summarise
@@ -360,7 +371,7 @@ def fit_records(model, records: Sequence[GalaxyRecord], method: str, options: di
     step = (n_pad or len(records) or 1) if strategy == "batched" else 1
     for first in range(0, len(records), step):
         idx = list(range(first, min(first + step, len(records))))
-        fitters, errs = _build_fitters(model, [records[i] for i in idx])
+        fitters, errs = _build_fitters(model, [records[i] for i in idx], fitter_options)
         ready = [(i, f) for i, f, e in zip(idx, fitters, errs) if f is not None]
         for i, e in zip(idx, errs):
             errors[i] = e
@@ -403,18 +414,30 @@ def fit_records(model, records: Sequence[GalaxyRecord], method: str, options: di
                         for i, rec in enumerate(records)]
 
 
-def _fitter_spectro_kwargs(spectro: dict) -> dict:
-    from tengri.inference.fitter import Fitter
+def _fitter_data(rec: GalaxyRecord) -> tuple:
+    """``(data, noise, data_mask)`` for the Fitter: arrays, or the joint dict layout
+    ``{"phot": …, "spec": …}`` when the galaxy has a spectrum."""
+    if not rec.spectro:
+        return rec.flux_obs, rec.noise, rec.mask
+    for name in ("spec_obs", "spec_noise"):
+        if name not in rec.spectro:
+            raise DataError(f"galaxy {rec.id!r} has spectroscopy keys but no {name!r}")
+    spec_mask = rec.spectro.get("spec_mask")
+    data = {"phot": rec.flux_obs, "spec": np.asarray(rec.spectro["spec_obs"], np.float64)}
+    if "wave_spec" in rec.spectro:
+        data["wave_spec"] = np.asarray(rec.spectro["wave_spec"], np.float64)
+    noise = {"phot": rec.noise, "spec": np.asarray(rec.spectro["spec_noise"], np.float64)}
+    mask = {"phot": np.ones(rec.flux_obs.shape, bool) if rec.mask is None else rec.mask,
+            "spec": np.ones(data["spec"].shape, bool) if spec_mask is None else np.asarray(spec_mask, bool)}
+    return data, noise, mask
 
-    accepted = inspect.signature(Fitter.__init__).parameters
-    missing = [k for k in spectro if k not in accepted]
-    if missing:
-        raise ParameterError(f"the Fitter does not take spectroscopy yet ({missing} given)")
-    return dict(spectro)
 
+def _build_fitters(model, records, fitter_options=None) -> tuple[list, list]:
+    """One Fitter per galaxy (None + error text where the input is unusable).
 
-def _build_fitters(model, records) -> tuple[list, list]:
-    """One Fitter per galaxy (None + error text where the input is unusable)."""
+    ``fitter_options``: the spectroscopic Fitter arguments (``SPECTRAL_FITTER_OPTIONS``),
+    used for galaxies with a spectrum.
+    """
     from tengri.inference.fitter import Fitter
 
     fitters, errors = [], []
@@ -425,8 +448,9 @@ def _build_fitters(model, records) -> tuple[list, list]:
             if not usable.any() and not rec.spectro:
                 raise DataError(f"galaxy {rec.id!r}: no usable photometry (every flux or error "
                                 "is missing, NaN or ≤ 0)")
-            fitters.append(Fitter(model, rec.flux_obs, rec.noise, data_mask=rec.mask,
-                                  fixed=rec.fixed, **_fitter_spectro_kwargs(rec.spectro)))
+            data, noise, mask = _fitter_data(rec)
+            extra = dict(fitter_options or {}) if rec.spectro else {}
+            fitters.append(Fitter(model, data, noise, data_mask=mask, fixed=rec.fixed, **extra))
             errors.append("")
         except Exception as err:
             fitters.append(None)

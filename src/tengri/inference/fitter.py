@@ -568,6 +568,7 @@ class Fitter:
             params = point
         diagnostics = dict(raw.diagnostics)
         diagnostics.setdefault("point_estimate", point)
+        diagnostics.setdefault("data_type", self.data_type)  # saved with the posterior
         return Posterior(
             samples=samples,
             params=params,

@@ -63,6 +63,15 @@ key        parameters, default prior                   settings (default)
     fixed = -3.0
 
 Parameters not listed take the model's default priors.
+
+    [spectroscopy]             # optional: a spectrum file per galaxy (joint fit)
+    column = "spectrum_file"
+    resolution = 2000.0
+    calibration_marginalize = true
+
+Every key of ``[spectroscopy]`` is in :mod:`tengri.model.spectro_config`. Its
+parameters (``veldisp_kms``, ``eline_scale_*``) may be set in ``[params.*]``; a
+galaxy without a spectrum is fitted without them.
 """
 
 from __future__ import annotations
@@ -96,12 +105,15 @@ class CatalogSpec:
         Values below this are missing (masked); NaN always is.
     columns : dict
         Parameter name → catalog column giving its per-galaxy fixed value.
+    spectroscopy : SpectroscopySpec or None
+        The ``[spectroscopy]`` table: a spectrum file per galaxy.
     """
 
     filters: tuple[str, ...]
     flux_unit: str = "cgs"
     missing_below: float | None = None
     columns: dict[str, str] = field(default_factory=dict)
+    spectroscopy: Any = None
 
 
 def load_config(config) -> dict:
@@ -131,9 +143,9 @@ def model_from_config(config, observation: Photometry | None = None):
     from tengri.params import Fixed, Parameters, prior_from_dict
 
     cfg = load_config(config)
-    unknown = set(cfg) - {"model", "data", "params"}
+    unknown = set(cfg) - {"model", "data", "params", "spectroscopy"}
     if unknown:
-        raise ConfigError(f"unknown config sections {sorted(unknown)}; valid: model, data, params")
+        raise ConfigError(f"unknown config sections {sorted(unknown)}; valid: model, data, params, spectroscopy")
     model_cfg = dict(cfg.get("model", {}))
     data_cfg = dict(cfg.get("data", {}))
     bad = set(model_cfg) - _MODEL_KEYS
@@ -171,6 +183,17 @@ def model_from_config(config, observation: Photometry | None = None):
         except ParameterError as err:
             raise ParameterError(f"[params.{name}]: {err}") from None
 
+    spectroscopy = None
+    if "spectroscopy" in cfg:
+        from tengri.model.spectro_config import spectroscopy_from_config
+
+        fixed_names = [k for k, v in priors.items() if isinstance(v, Fixed)]
+        spectroscopy = spectroscopy_from_config(cfg["spectroscopy"], bool(model_cfg.get("nebular", True)),
+                                                fixed_names)
+        if observation.kind == "photometry":
+            # the model of galaxies without a spectrum has no spectral parameters
+            priors = {k: v for k, v in priors.items() if k not in spectroscopy.parameter_names}
+
     kwargs: dict[str, Any] = {k: model_cfg[k] for k in model_cfg}
     model = SEDModel(Parameters(priors), observation, per_galaxy=tuple(columns), **kwargs)
     spec = CatalogSpec(
@@ -178,5 +201,6 @@ def model_from_config(config, observation: Photometry | None = None):
         flux_unit=flux_unit,
         missing_below=None if missing_below is None else float(missing_below),
         columns=columns,
+        spectroscopy=spectroscopy,
     )
     return model, spec
