@@ -184,3 +184,14 @@ def test_data_of_the_wrong_shape_is_a_data_error(joint_model, joint_mock):
     bad["spec"][3] = np.inf
     with pytest.raises(DataError, match="NaN/inf"):
         post.posterior_predictive(bad)
+
+
+@pytest.mark.full
+def test_chi2_of_a_map_fit_matches_the_degrees_of_freedom(line_model, line_mock):
+    """Acceptance (issue 9) on a spectroscopic MAP fit: χ² ≈ n_data − n_free (±30%), the
+    free parameters counting the marginalised calibration and line coefficients."""
+    data = line_mock["calibrated"]
+    fitter = Fitter(line_model, data, line_mock["noise"], calibration_marginalize=True, cal_n_poly=3)
+    ppc = fitter.run("map", n_starts=2).posterior_predictive(data)
+    n_free = line_model.parameters.n_free + 3 + len(LINES)
+    assert ppc["chi2_median"] == pytest.approx(ppc["n_data"] - n_free, rel=0.3), ppc["chi2_median"]

@@ -130,6 +130,10 @@ def spectroscopic_predictive(posterior, fitter, data: Any, n_samples: int | None
     if (draw and model.spectroscopy.eline_mode == "marginalized" and stored is not None
             and stored.ndim == 2 and stored.shape[0] == posterior.n_samples):
         lines = stored[index]
+        n_lines = len(model.spectroscopy.lines.names)
+        if lines.shape[1] != n_lines:
+            raise DataError(f"posterior.eline_fluxes has {lines.shape[1]} lines per draw, the model's "
+                            f"Spectroscopy marginalises {n_lines}")
     fn = predictive_function(model, draw, lines is not None, **fitter._spectral)
     keys = jax.random.split(jax.random.fold_in(key, 1), n_draws)
     out = _evaluate(fn, theta, data_args, keys, lines)
