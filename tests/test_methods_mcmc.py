@@ -213,3 +213,27 @@ def test_samplers_are_registered_under_their_names():
     for method, runner in RUNNERS.items():
         assert registry.get_runner(method) is runner
     assert registry.get_runner("nuts") is mcmc.run_nuts
+
+
+# ------------------------------------------------------------------ dispersed starts
+def test_dispersed_start_moves_each_chain_by_init_jitter_around_the_start():
+    z0 = jax.numpy.full(5, 0.3)
+    finite = lambda z: -0.5 * z @ z  # noqa: E731
+    starts = np.stack([np.asarray(mcmc.dispersed_start(finite, jax.random.PRNGKey(k), z0, 0.1))
+                       for k in range(200)])
+    assert not np.array_equal(starts[0], starts[1])
+    np.testing.assert_allclose(starts.mean(axis=0), 0.3, atol=0.03)  # 4.5 standard errors
+    np.testing.assert_allclose(starts.std(axis=0), 0.1, rtol=0.2)
+    np.testing.assert_array_equal(np.asarray(mcmc.dispersed_start(finite, KEY, z0, 0.0)), np.asarray(z0))
+
+
+def test_dispersed_start_falls_back_to_the_start_where_the_density_is_not_finite():
+    z0 = jax.numpy.zeros(3)
+    only_at_origin = lambda z: jax.numpy.where(jax.numpy.all(z == 0), 0.0, -jax.numpy.inf)  # noqa: E731
+    np.testing.assert_array_equal(np.asarray(mcmc.dispersed_start(only_at_origin, KEY, z0, 0.5)),
+                                  np.zeros(3))
+
+
+def test_sampler_rejects_a_negative_init_jitter(gaussian):
+    with pytest.raises(ParameterError, match="init_jitter"):
+        mcmc.run_nuts(gaussian[0], KEY, init_jitter=-0.1)
