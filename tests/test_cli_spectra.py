@@ -306,3 +306,18 @@ def test_configuration_page_documents_every_spectroscopy_key():
 
     text = (Path(__file__).resolve().parents[1] / "docs" / "configuration.md").read_text()
     assert [k for k in SPECTROSCOPY_KEYS if f"| `{k}` |" not in text] == []
+
+
+@pytest.mark.slow
+def test_dask_workers_read_spectrum_files(tmp_path):
+    """The Dask path hands the [spectroscopy] settings to its workers: a bad file gives the
+    same error row as in-process (nothing to fit, so nothing compiles)."""
+    pytest.importorskip("distributed")
+    phot = {c: 1.0 for f in FILTERS for c in (f, f"{f}_err")}
+    catalog = _catalog(tmp_path / "cat.csv", [{"id": "a", "redshift": REDSHIFT,
+                                               "spectrum_file": "missing.csv", **phot}])
+    out = tmp_path / "out"
+    assert main(["fit", str(catalog), "--config", str(_config(tmp_path)), "--out", str(out), "--quiet",
+                 "--dask", "local:1"]) == 1
+    error = _rows(out / "summary.csv")[0]["error"]
+    assert "spectrum file not found" in error and "missing.csv" in error

@@ -35,6 +35,7 @@ _LAZY = {
     "persistent": "tengri.inference.cache",
     "gc": "tengri.inference.cache",
     "enable_persistent_cache": "tengri.inference.cache",
+    "persistent_cache_dir": "tengri.inference.cache",
 }
 
 __all__ = ["ParameterError", "DataError", "ConfigError", "__version__", *_LAZY]

@@ -132,6 +132,9 @@ class CatalogResult:
 def _as_record(gal: Any, index: int, model, fixed_columns: Mapping[str, Any]) -> GalaxyRecord:
     """A galaxy dict (or ``tengri.catalog_io.GalaxyInput``) → GalaxyRecord."""
     if hasattr(gal, "flux_obs") and not isinstance(gal, Mapping):
+        if getattr(gal, "spectrum_file", None):  # never fit its photometry alone silently
+            raise DataError(f"galaxies[{index}] ({gal.id!r}) has a spectrum file, which CatalogFitter does "
+                            "not read: use tengri.fit_catalog.fit_catalog, or give spec_obs/spec_noise")
         gal = {"id": gal.id, "flux_obs": gal.flux_obs, "noise": gal.noise, "mask": gal.mask,
                "fixed": gal.fixed}
     if not isinstance(gal, Mapping):
