@@ -12,6 +12,15 @@ Rebinning onto coarser grids averages L_ν over ln λ within each new bin, with
 bin edges at the geometric midpoints of the nodes — the same bins that
 ``tengri.physics.bandpass`` integrates filters over, so a flat f_ν stays flat and
 photon-counting band fluxes are preserved.
+
+Each SSP stands for the stars formed in an interval of ages, its age bin
+(:attr:`SSPGrid.age_bin_edges_yr`): by default the linear midpoints between the
+raw ages. :meth:`SSPGrid.rebinned_ages` averages a grid onto other ages and
+explicit bins; with :func:`bagpipes_age_grid` that reproduces the 0.1-dex age
+grid BAGPIPES builds from the same BC03 spectra::
+
+    grid = load_ssp_grid().rebinned_ages(*bagpipes_age_grid())
+    model = SEDModel(parameters, photometry, ssp=grid, cosmology={"h0": 70, "om0": 0.3})
 """
 
 from __future__ import annotations
@@ -34,6 +43,8 @@ __all__ = [
     "wavelength_bin_edges_aa",
     "rebin_lnu",
     "photometry_wavelength_grid",
+    "bagpipes_age_grid",
+    "age_overlap_weights",
     "LYMAN_LIMIT_AA",
     "LYMAN_ALPHA_AA",
 ]
@@ -271,6 +282,109 @@ def _frozen(array: np.ndarray) -> np.ndarray:
     return array
 
 
+def _checked_age_edges(name: str, edges_yr, age_yr: np.ndarray) -> np.ndarray:
+    """Age-bin edges [yr], shape (n_age + 1,), increasing, first ≥ 0, age j in [e_j, e_{j+1}]."""
+    edges = np.asarray(edges_yr, dtype=np.float64)
+    if edges.shape != (age_yr.size + 1,):
+        raise ParameterError(f"{name} must have shape (n_age + 1,) = ({age_yr.size + 1},), got {edges.shape}")
+    if not np.all(np.isfinite(edges)):
+        raise ParameterError(f"{name} must be finite")
+    if edges[0] < 0:
+        raise ParameterError(f"{name} must start at ≥ 0 yr, got {edges[0]}")
+    if np.any(np.diff(edges) <= 0):
+        raise ParameterError(f"{name} must be strictly increasing")
+    outside = np.flatnonzero((age_yr < edges[:-1]) | (age_yr > edges[1:]))
+    if outside.size:
+        j = outside[0]
+        raise ParameterError(
+            f"{name}: age {age_yr[j]:.6g} yr (index {j}) lies outside its bin "
+            f"[{edges[j]:.6g}, {edges[j + 1]:.6g}] yr"
+        )
+    return edges
+
+
+def age_overlap_weights(old_edges_yr: np.ndarray, new_edges_yr: np.ndarray) -> np.ndarray:
+    """Share of each new age bin's time covered by each old age bin.
+
+    ``w[j, i] = |new bin j ∩ old bin i| / Σ_i |new bin j ∩ old bin i|``: with mass
+    formed uniformly in time, the light of new bin j per M☉ formed is
+    ``Σ_i w[j, i] L_i``. The outermost old bins are stretched to cover the new
+    range (the youngest SSP stands for all younger stars, the oldest for all older
+    ones), as BAGPIPES does when it rebins the raw BC03 ages.
+
+    Parameters
+    ----------
+    old_edges_yr : numpy.ndarray, shape (n_old + 1,)
+    new_edges_yr : numpy.ndarray, shape (n_new + 1,)
+        Both increasing [yr].
+
+    Returns
+    -------
+    numpy.ndarray, shape (n_new, n_old); rows sum to 1
+    """
+    old = np.array(old_edges_yr, dtype=np.float64)
+    new = np.asarray(new_edges_yr, dtype=np.float64)
+    old[0] = min(old[0], new[0])
+    old[-1] = max(old[-1], new[-1])
+    low = np.maximum(new[:-1, None], old[None, :-1])
+    high = np.minimum(new[1:, None], old[None, 1:])
+    overlap = np.clip(high - low, 0.0, None)
+    return overlap / overlap.sum(axis=1, keepdims=True)
+
+
+def bagpipes_age_grid(
+    cosmology=None, log_age_min_yr: float = 6.0, log_age_step_dex: float = 0.1
+) -> tuple[np.ndarray, np.ndarray]:
+    """The SSP ages and age-bin edges BAGPIPES (1.3.6) fits on, for a cosmology.
+
+    Ages ``10^6, 10^6.1, …`` yr up to (excluding) the age of the universe at z = 0;
+    edges at the log midpoints (:func:`tengri.physics.sfh.age_bin_edges_yr`), the
+    first 0 and the last the age of the universe at z = 0. BAGPIPES builds these
+    in its ``config`` module with H0 = 70 km/s/Mpc, Ω_m = 0.3 whatever the fit's
+    cosmology (42 ages, 10^6 … 10^10.1 yr, last edge 13.47 Gyr); that is the
+    default here. ``load_ssp_grid().rebinned_ages(*bagpipes_age_grid())`` then
+    reproduces BAGPIPES' binning of the BC03 spectra.
+
+    Parameters
+    ----------
+    cosmology : str, dict or tengri.physics.cosmology.FlatLambdaCDM, optional
+        As :func:`tengri.physics.cosmology.cosmology_from_config` accepts; default
+        ``{"h0": 70.0, "om0": 0.3}`` (BAGPIPES' own).
+    log_age_min_yr : float
+        log10 of the youngest age [yr] (BAGPIPES: 6).
+    log_age_step_dex : float
+        Spacing in log10 age [dex] (BAGPIPES: 0.1), > 0.
+
+    Returns
+    -------
+    age_yr : numpy.ndarray, shape (n_age,)
+    edges_yr : numpy.ndarray, shape (n_age + 1,)
+
+    Raises
+    ------
+    tengri.errors.ParameterError
+        If the step is not > 0 or fewer than two ages fit below the age of the universe.
+    tengri.errors.ConfigError
+        For a malformed cosmology.
+    """
+    from tengri.physics import cosmology as cosmology_module
+    from tengri.physics.sfh import age_bin_edges_yr
+
+    cosmo = cosmology_module.cosmology_from_config({"h0": 70.0, "om0": 0.3} if cosmology is None else cosmology)
+    if not log_age_step_dex > 0:
+        raise ParameterError(f"log_age_step_dex must be > 0, got {log_age_step_dex}")
+    age_now_yr = float(cosmology_module.age_of_universe_gyr(0.0, cosmo)) * 1e9
+    # np.arange as BAGPIPES uses it, so the float ages agree to the last bit
+    log_ages = np.arange(float(log_age_min_yr), math.log10(age_now_yr), float(log_age_step_dex))
+    if log_ages.size < 2:
+        raise ParameterError(
+            f"log_age_min_yr = {log_age_min_yr} leaves fewer than two ages below the age of the universe "
+            f"({age_now_yr:.4g} yr)"
+        )
+    ages = 10.0**log_ages
+    return ages, age_bin_edges_yr(ages, oldest_edge_yr=age_now_yr, midpoints="log")
+
+
 @dataclass(frozen=True, eq=False)
 class SSPGrid:
     """Spectra of simple stellar populations on an (metallicity, age, λ) grid.
@@ -296,6 +410,9 @@ class SSPGrid:
         bagpipes reports as ``stellar_mass``. All ones for a grid built without one.
     name : str
         Where the grid came from.
+    age_edges_yr : numpy.ndarray, shape (n_age + 1,), or None
+        Explicit age-bin edges [yr] (e.g. from :meth:`rebinned_ages`); None means
+        the linear midpoints of :attr:`age_bin_edges_yr`.
     """
 
     age_yr: np.ndarray
@@ -304,6 +421,7 @@ class SSPGrid:
     lnu: np.ndarray
     surviving_mass_fraction: np.ndarray
     name: str = "custom"
+    age_edges_yr: np.ndarray | None = None
 
     @classmethod
     def from_arrays(
@@ -314,6 +432,7 @@ class SSPGrid:
         lnu,
         surviving_mass_fraction=None,
         name: str = "custom",
+        age_edges_yr=None,
     ) -> "SSPGrid":
         """Build a grid from your own arrays (FSPS, DSPS, ...), validating them.
 
@@ -331,6 +450,10 @@ class SSPGrid:
             Stellar mass per M☉ formed, in (0, 1]. None means all ones (stellar
             mass then equals mass formed).
         name : str
+        age_edges_yr : array_like, shape (n_age + 1,), optional
+            Age-bin edges [yr]: strictly increasing, first ≥ 0, each age inside its
+            own bin. None: linear midpoints between the ages (see
+            :attr:`age_bin_edges_yr`).
 
         Raises
         ------
@@ -361,6 +484,7 @@ class SSPGrid:
                 )
             if not np.all(np.isfinite(surviving)) or np.any(surviving <= 0) or np.any(surviving > 1):
                 raise ParameterError("surviving_mass_fraction must be finite and in (0, 1]")
+        edges = None if age_edges_yr is None else _checked_age_edges("age_edges_yr", age_edges_yr, ages)
         return cls(
             age_yr=_frozen(ages.copy()),
             metallicity_zsun=_frozen(metallicities.copy()),
@@ -368,6 +492,7 @@ class SSPGrid:
             lnu=_frozen(spectra.copy() if spectra is lnu else spectra),
             surviving_mass_fraction=_frozen(surviving.copy()),
             name=str(name),
+            age_edges_yr=None if edges is None else _frozen(edges.copy()),
         )
 
     @property
@@ -379,12 +504,15 @@ class SSPGrid:
     def age_bin_edges_yr(self) -> np.ndarray:
         """Edges of the age interval each SSP stands for, shape (n_age + 1,) [yr].
 
-        Linear midpoints between ages, the first edge clipped at 0 and the last
+        :attr:`age_edges_yr` when the grid has explicit edges. Otherwise
+        linear midpoints between ages, the first edge clipped at 0 and the last
         half a step beyond the oldest age (bagpipes' ``make_bins`` for the raw
         BC03 ages); a single SSP stands for [0, 2·age]. A star-formation history that puts the mass formed in each
         interval on its SSP uses these; so does
         :func:`tengri.physics.nebular.nebular_age_weights`.
         """
+        if self.age_edges_yr is not None:
+            return self.age_edges_yr
         ages = self.age_yr
         if ages.size == 1:
             return np.array([0.0, 2.0 * ages[0]])
@@ -393,11 +521,60 @@ class SSPGrid:
         last = ages[-1] + 0.5 * (ages[-1] - ages[-2])
         return np.concatenate([[first], inner, [last]])
 
+    def rebinned_ages(self, age_yr, edges_yr) -> "SSPGrid":
+        """The grid averaged onto new ages with explicit age bins.
+
+        Mass formed uniformly in time within a bin makes the light of new bin j
+        per M☉ formed ``Σ_i w[j, i] L_i``, where ``w[j, i]`` is the share of bin j's
+        time covered by this grid's bin i (:attr:`age_bin_edges_yr`; see
+        :func:`age_overlap_weights`). Spectra and surviving-mass fractions are
+        averaged with these weights; the new grid keeps ``edges_yr`` as its
+        :attr:`age_edges_yr`. So ``Σ_j L̄_j Δt_j = Σ_i L_i Δt_i`` over the common
+        time range: a constant star-formation history emits the same light on
+        both grids.
+
+        This is how BAGPIPES (1.3.6) builds its SSP grid from the raw BC03 ages
+        (with :func:`bagpipes_age_grid`). For the surviving mass BAGPIPES instead
+        interpolates the raw fractions linearly in age at the new ages; photometry
+        does not depend on it.
+
+        Parameters
+        ----------
+        age_yr : array_like, shape (n_new,)
+            New SSP ages [yr], strictly increasing, ≥ 0.
+        edges_yr : array_like, shape (n_new + 1,)
+            Their bins [yr]: strictly increasing, first ≥ 0, each age inside its
+            bin, e.g. :func:`tengri.physics.sfh.age_bin_edges_yr` of the ages.
+
+        Returns
+        -------
+        SSPGrid
+            Shape (n_z, n_new, n_wave).
+
+        Raises
+        ------
+        tengri.errors.ParameterError
+            Naming ``age_yr`` or ``edges_yr`` when malformed.
+        """
+        ages = _checked_axis("age_yr", age_yr, allow_zero=True)
+        edges = _checked_age_edges("edges_yr", edges_yr, ages)
+        weights = age_overlap_weights(self.age_bin_edges_yr, edges)  # (n_new, n_old)
+        return SSPGrid(
+            age_yr=_frozen(ages.copy()),
+            metallicity_zsun=self.metallicity_zsun,
+            wavelength_aa=self.wavelength_aa,
+            lnu=_frozen(np.matmul(weights, self.lnu)),
+            surviving_mass_fraction=_frozen(self.surviving_mass_fraction @ weights.T),
+            name=f"{self.name} (ages rebinned)",
+            age_edges_yr=_frozen(edges.copy()),
+        )
+
     def resampled(self, wavelength_aa) -> "SSPGrid":
         """The grid rebinned onto a (coarser) wavelength grid.
 
         Each new L_ν is the ln λ-average of the old spectrum over the new bin
         (see :func:`rebin_lnu`); light outside the old range counts as zero.
+        Ages and age bins are kept.
 
         Parameters
         ----------
@@ -420,6 +597,10 @@ class SSPGrid:
             Selection along each axis (None keeps all). An int keeps that one
             entry as an axis of length 1. Selections must keep the axis increasing.
 
+        With explicit :attr:`age_edges_yr`, a run of consecutive ages keeps its
+        bins; any other age selection would leave gaps between bins, so the
+        subset drops the explicit edges and its ages get the default midpoint bins.
+
         Raises
         ------
         tengri.errors.ParameterError
@@ -427,6 +608,9 @@ class SSPGrid:
         """
         ages = self._selection("age_index", age_index, self.age_yr.size)
         metallicities = self._selection("metallicity_index", metallicity_index, self.metallicity_zsun.size)
+        edges = None
+        if self.age_edges_yr is not None and np.all(np.diff(ages) == 1):
+            edges = self.age_edges_yr[ages[0] : ages[-1] + 2]
         return SSPGrid.from_arrays(
             self.age_yr[ages],
             self.metallicity_zsun[metallicities],
@@ -434,6 +618,7 @@ class SSPGrid:
             self.lnu[np.ix_(metallicities, ages)],
             self.surviving_mass_fraction[np.ix_(metallicities, ages)],
             name=self.name,
+            age_edges_yr=edges,
         )
 
     @staticmethod

@@ -18,6 +18,7 @@ configuration, so compiled inference engines are shared across galaxies.
 
 from __future__ import annotations
 
+import hashlib
 import warnings
 from functools import cached_property
 from typing import Any, Mapping
@@ -288,14 +289,17 @@ class SEDModel:
         Two models with equal signatures can share compiled engines: components,
         free parameter names and prior kinds, fixed parameter names, grid shapes,
         observation and cosmology (H0, Ω_m are compile-time constants of the
-        distance and age integrals).
+        distance and age integrals), and the SSP age bins (the band tables split
+        the ages into young and old ones, and pick the nebular ages, at compile time).
         """
         obs = self.observation.signature() if self.observation is not None else None
+        edges = np.ascontiguousarray(self.ssp.age_bin_edges_yr, dtype=np.float64)
         return (
             tuple(c.signature() for c in self.components),
             ("cosmology", float(self.cosmo.h0), float(self.cosmo.om0)),
             self.parameters.signature(),
             self.ssp.lnu.shape,
+            ("ssp_age_bin_edges_yr", hashlib.sha256(edges.tobytes()).hexdigest()[:16]),
             self.igm,
             obs,
         )
