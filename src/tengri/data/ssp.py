@@ -535,8 +535,8 @@ class SSPGrid:
 
         This is how BAGPIPES (1.3.6) builds its SSP grid from the raw BC03 ages
         (with :func:`bagpipes_age_grid`). For the surviving mass BAGPIPES instead
-        interpolates the raw fractions linearly in age at the new ages; photometry
-        does not depend on it.
+        interpolates the raw fractions linearly in age at the new ages (for BC03 the
+        two differ by < 0.9 per cent); photometry does not depend on it.
 
         Parameters
         ----------

@@ -13,6 +13,7 @@ Format::
     dust_emission = false      # false | true (= "dl07") | "mbb": IR re-emission, energy balance
     igm = "inoue14"            # inoue14 | none
     cosmology = { h0 = 70.0, om0 = 0.3 }   # or "planck18"
+    ssp_ages = "raw"           # raw (BC03's 221 ages) | bagpipes (rebinned to 0.1 dex)
     agn = false                # or true, or a table of settings (below)
     radio = false
     xray = false
@@ -47,6 +48,10 @@ key        parameters, default prior                   settings (default)
 
 ``radio`` needs a dust law and ``shock`` needs ``nebular = true``; ``radio`` and
 ``xray`` extend the default wavelength grid to 10 m and down to 1 Å.
+
+``ssp_ages = "bagpipes"`` averages the BC03 spectra onto BAGPIPES' 0.1-dex ages
+(``SSPGrid.rebinned_ages`` with ``tengri.data.ssp.bagpipes_age_grid`` in the
+model's cosmology), to reproduce BAGPIPES; the raw ages are the more accurate.
 
     [data]
     flux_unit = "uJy"          # uJy | nJy | mJy | Jy | cgs | maggie | zp25
@@ -87,7 +92,9 @@ from tengri.model.observation import FLUX_UNITS, Photometry
 
 __all__ = ["CatalogSpec", "load_config", "model_from_config"]
 
-_MODEL_KEYS = {"sfh", "dust", "nebular", "dust_emission", "igm", "cosmology", "agn", "radio", "xray", "shock"}
+_MODEL_KEYS = {"sfh", "dust", "nebular", "dust_emission", "igm", "cosmology", "agn", "radio", "xray", "shock",
+               "ssp_ages"}
+_SSP_AGES = ("raw", "bagpipes")
 _DATA_KEYS = {"flux_unit", "filters", "missing_below"}
 
 
@@ -195,6 +202,13 @@ def model_from_config(config, observation: Photometry | None = None):
             priors = {k: v for k, v in priors.items() if k not in spectroscopy.parameter_names}
 
     kwargs: dict[str, Any] = {k: model_cfg[k] for k in model_cfg}
+    ssp_ages = kwargs.pop("ssp_ages", "raw")
+    if ssp_ages not in _SSP_AGES:
+        raise ConfigError(f"[model] ssp_ages must be one of {', '.join(_SSP_AGES)}, got {ssp_ages!r}")
+    if ssp_ages == "bagpipes":
+        from tengri.data.ssp import bagpipes_age_grid, load_ssp_grid
+
+        kwargs["ssp"] = load_ssp_grid().rebinned_ages(*bagpipes_age_grid(kwargs.get("cosmology", "planck18")))
     model = SEDModel(Parameters(priors), observation, per_galaxy=tuple(columns), **kwargs)
     spec = CatalogSpec(
         filters=tuple(filters) if filters else observation.filter_names,

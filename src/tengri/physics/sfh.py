@@ -538,7 +538,8 @@ def age_bin_edges_yr(
       spectra weighted by their overlap with each 0.1-dex bin.
 
     Parity with BAGPIPES therefore needs SSP spectra rebinned the same way onto its
-    0.1-dex ages plus log-midpoint edges. Measured on BAGPIPES' solar-metallicity
+    0.1-dex ages plus log-midpoint edges: ``tengri.data.ssp.load_ssp_grid().rebinned_ages(
+    *tengri.data.ssp.bagpipes_age_grid())`` builds that grid. Measured on BAGPIPES' solar-metallicity
     stellar grid at z = 1 (mean L_λ in nine bands from 1500 Å to 2.2 µm): with its
     rebinned grid and these edges, the exact bin masses of this module differ from
     BAGPIPES by ≤ 0.65 per cent (≤ 0.12 per cent once BAGPIPES' 0.0025-dex SFH
