@@ -36,7 +36,18 @@ MATRIX = {
 }
 
 
-def _model(options, filters=FILTERS + [XRAY_BAND, RADIO_BAND]):
+def _bands_for(options) -> list:
+    """The UV–IR filters, plus the X-ray and radio bands when the model emits there.
+
+    Without the X-ray or radio component the model grid stops short of those bands,
+    and building a problem on them is refused (DataError), as it should be.
+    """
+    return (FILTERS + ([XRAY_BAND] if options.get("xray") else [])
+            + ([RADIO_BAND] if options.get("radio") else []))
+
+
+def _model(options, filters=None):
+    filters = _bands_for(options) if filters is None else filters
     probe = SEDModel(Parameters(redshift=Fixed(REDSHIFT)), **options)
     extra = {k: v for k, v in FREE.items() if k in probe.parameters.names}
     return SEDModel(Parameters({**COMMON_PRIORS, **extra}), Photometry(filters), **options)
