@@ -183,6 +183,8 @@ def main() -> None:
     parser.add_argument("--resume", action="store_true",
                         help="keep the rows (and reference) of an earlier run's JSON")
     parser.add_argument("--methods", nargs="*", default=list(OPTIONS), help="labels to run")
+    parser.add_argument("--name", default="methods",
+                        help="output file stem under bench/out (keeps a partial run apart)")
     args = parser.parse_args()
 
     from tengri.inference.fitter import Fitter
@@ -193,7 +195,7 @@ def main() -> None:
     fitter = Fitter(model, flux, noise, fixed={"redshift": REDSHIFT})
     reference_options = QUICK_REFERENCE if args.quick else REFERENCE
 
-    name = "methods"  # the JSON and the markdown say whether --quick was used
+    name = args.name  # the JSON and the markdown say whether --quick was used
     problem = (f"demo.toml mock, z = {REDSHIFT} fixed, S/N {SNR:.0f} in 12 bands (noise seed "
                f"{NOISE_SEED}), truth {TRUTH}")
     rows, reference, spent_s = [], None, 0.0

@@ -23,6 +23,19 @@ Ingredients, at an expansion point ``ξ̄`` with residual Jacobian ``J̄ = ∂r/
   sampled KL energy ``E(ξ̄) = mean_i [|r(ξ̄ + δ_i)|²/2 + |ξ̄ + δ_i|²/2]`` by
   Newton–CG with the sample-averaged metric and an Armijo backtracking search.
 
+Linear algebra (``solver``, static): for ``d ≤ DENSE_MAX_DIM`` (the default
+``auto``) every Jacobian is formed explicitly with forward mode (``jacfwd``:
+``d`` tangents, one vectorised pass) and the ``d × d`` systems above are solved
+directly (Cholesky for ``M`` and the KL metric, LU for the geoVI step) — the
+same solutions as the matrix-free CG path (``solver="cg"``, used above
+``DENSE_MAX_DIM``) to round-off (``tests/test_methods_vi.py``). A geoVI solve stops
+when the mismatch is below 1e-10 or an accepted step moves ``ξ`` by less than
+1e-10. On CPU the top-up samples are solved one at a time (``lax.map``) so that
+no sample waits for the slowest of a vmapped batch. On the 5-parameter SED mock
+of ``bench/methods.py`` (2 shared CPU cores) this took the warm run from 217 s to
+17.6 s (``bench/methods.py --quick``; the top-up draws alone 44 s → 13 s with
+identical draws, ``bench/vi_native_profile.py``).
+
 ``sample_mode`` chooses how samples evolve over the ``n_kl_iter`` iterations, as in
 NIFTy: ``linear_resample`` (MGVI: new linear samples every iteration),
 ``linear_sample`` (same random numbers every iteration), ``nonlinear_resample``
@@ -99,12 +112,62 @@ SAMPLE_MODES = ("linear_resample", "linear_sample", "nonlinear_resample",
                 "nonlinear_sample", "nonlinear_update")
 _NEWTON_STEPS = 30       # KL Newton–CG iterations per VI iteration (max)
 _GEOVI_STEPS = 10        # Gauss–Newton iterations of the geoVI map (max)
+_GEOVI_XTOL = 1e-10      # ... or stop once an accepted step moves ξ by less (latent units)
 _LINE_SEARCH = 12        # step halvings tried by the backtracking searches
 _CG_TOL = 1e-9           # relative residual of every CG solve
 
 
+# At or below this latent dimension the residual Jacobian J (n_data × d) is formed
+# explicitly (d forward-mode passes, vectorised) and every d × d system is solved
+# directly; above it, matrix-free CG through jvp/vjp. For the SED models (d ≈ 5–100)
+# one explicit Jacobian costs less than a single CG iteration's jvp + vjp pair
+# times the 2d + 20 iterations CG may take, and it compiles to a far smaller program.
+DENSE_MAX_DIM = 128
+SOLVERS = ("auto", "dense", "cg")
+
+
 def _cg_maxiter(n_dim: int) -> int:
     return 2 * n_dim + 20
+
+
+def _geovi_chunk(n_lanes: int) -> int:
+    """How many geoVI samples are solved side by side (lax.map over vmapped chunks).
+
+    A vmapped while_loop runs every lane as long as its slowest (3–10 Gauss–Newton
+    steps per sample on the SED mock). On CPU a vmapped model evaluation costs as
+    much per lane as a single one, so one lane at a time is fastest (992 top-up
+    draws at the mock's VI mean: 13 s one at a time, 16 s in chunks of 4,
+    25 s of 16, 2 shared cores). Accelerators keep all lanes in one vmap (not
+    measured here).
+    """
+    return 1 if jax.default_backend() == "cpu" else n_lanes
+
+
+def _dense(solver: str, n_dim: int) -> bool:
+    """Whether ``solver`` means explicit Jacobians for a ``n_dim``-dimensional latent."""
+    if solver not in SOLVERS:
+        raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
+    return solver == "dense" or (solver == "auto" and n_dim <= DENSE_MAX_DIM)
+
+
+def residuals_and_jacobian(residuals: Callable, x: jax.Array, data_args: Any
+                           ) -> tuple[jax.Array, jax.Array]:
+    """Whitened residuals ``r(x)`` (n,) and their Jacobian ``∂r/∂ξ`` (n, d) at ``x``.
+
+    Forward mode: ``d`` tangents pushed through one vectorised ``jvp``; the
+    primal is computed once.
+    """
+    def both(y):
+        r = residuals(y, data_args)
+        return r, r
+
+    jac, r = jax.jacfwd(both, has_aux=True)(x)
+    return r, jac
+
+
+def _spd_solve(matrix: jax.Array, rhs: jax.Array) -> jax.Array:
+    """``matrix⁻¹ rhs`` for a symmetric positive definite ``matrix`` (d, d) (Cholesky)."""
+    return jax.scipy.linalg.cho_solve(jax.scipy.linalg.cho_factor(matrix, lower=True), rhs)
 
 
 class VIState(NamedTuple):
@@ -142,8 +205,8 @@ def _linear_operators(residuals: Callable, x: jax.Array, data_args: Any):
     return r, jvp, lambda u: vjp(u)[0]
 
 
-def metric_sample(residuals: Callable, mean: jax.Array, data_args: Any, key: jax.Array
-                  ) -> tuple[jax.Array, jax.Array]:
+def metric_sample(residuals: Callable, mean: jax.Array, data_args: Any, key: jax.Array,
+                  solver: str = "auto") -> tuple[jax.Array, jax.Array]:
     """A draw ``t ~ N(0, M)`` and the linear sample ``δ = M⁻¹ t ~ N(0, M⁻¹)``.
 
     Parameters
@@ -156,13 +219,23 @@ def metric_sample(residuals: Callable, mean: jax.Array, data_args: Any, key: jax
         Passed to ``residuals``.
     key : jax.Array
         Random key for ``(η₁, η₂)``.
+    solver : {"auto", "dense", "cg"}
+        ``dense``: explicit Jacobian and a Cholesky solve of ``M``; ``cg``:
+        matrix-free conjugate gradients; ``auto``: dense for
+        ``d ≤ DENSE_MAX_DIM``. Both draw the same ``(η₁, η₂)`` from ``key``.
 
     Returns
     -------
     delta, t : jax.Array, shape (d,)
     """
-    r, jvp, vjp = _linear_operators(residuals, mean, data_args)
     k_lik, k_prior = jax.random.split(key)
+    if _dense(solver, mean.shape[0]):
+        r, jac = residuals_and_jacobian(residuals, mean, data_args)
+        t = jac.T @ jax.random.normal(k_lik, r.shape, r.dtype) + jax.random.normal(
+            k_prior, mean.shape, mean.dtype)
+        metric = jac.T @ jac + jnp.eye(mean.shape[0], dtype=mean.dtype)
+        return _spd_solve(metric, t), t
+    r, jvp, vjp = _linear_operators(residuals, mean, data_args)
     t = vjp(jax.random.normal(k_lik, r.shape, r.dtype)) + jax.random.normal(
         k_prior, mean.shape, mean.dtype)
     delta, _ = cg(lambda v: vjp(jvp(v)) + v, t, x0=t / 2, tol=_CG_TOL,
@@ -171,7 +244,8 @@ def metric_sample(residuals: Callable, mean: jax.Array, data_args: Any, key: jax
 
 
 def geovi_transform_sample(residuals: Callable, mean: jax.Array, data_args: Any,
-                           start: jax.Array, target: jax.Array) -> tuple[jax.Array, jax.Array]:
+                           start: jax.Array, target: jax.Array, solver: str = "auto"
+                           ) -> tuple[jax.Array, jax.Array]:
     """Solve geoVI's ``g(ξ) − g(ξ̄) = target`` for ``ξ``, ``g(ξ) = ξ + J̄ᵀ r(ξ)``.
 
     Parameters
@@ -182,6 +256,11 @@ def geovi_transform_sample(residuals: Callable, mean: jax.Array, data_args: Any,
         Starting point (``ξ̄ + δ_linear``, or a previous sample).
     target : jax.Array, shape (d,)
         ``±t``, the metric sample of :func:`metric_sample`.
+    solver : {"auto", "dense", "cg"}
+        How each Gauss–Newton step is solved (see :func:`metric_sample`). Dense:
+        ``A = I + J̄ᵀJ(ξ)`` (d, d) is formed and ``A step = −mismatch`` solved by
+        LU, the same step as CG's normal equations ``AᵀA step = −Aᵀ mismatch``
+        whenever ``A`` is invertible.
 
     Returns
     -------
@@ -190,6 +269,8 @@ def geovi_transform_sample(residuals: Callable, mean: jax.Array, data_args: Any,
     mismatch : jax.Array, scalar
         ``|g(ξ) − g(ξ̄) − target|`` at the end (0 for an exact solution).
     """
+    if _dense(solver, mean.shape[0]):
+        return _geovi_transform_dense(residuals, mean, data_args, start, target)
     r_bar, jvp_bar, vjp_bar = _linear_operators(residuals, mean, data_args)
     g_bar = mean + vjp_bar(r_bar)
     maxiter = _cg_maxiter(mean.shape[0])
@@ -215,8 +296,41 @@ def geovi_transform_sample(residuals: Callable, mean: jax.Array, data_args: Any,
         step, _ = cg(lambda v: at_mv(a_mv(v)), -at_mv(m), tol=_CG_TOL, maxiter=maxiter)
         x_new, c_new = _backtrack(cost, x, c, step, 0.0)
         improved = c_new < c
+        small_step = jnp.max(jnp.abs(x_new - x)) < _GEOVI_XTOL
         return (jnp.where(improved, x_new, x), jnp.minimum(c_new, c), i + 1,
-                ~improved | (c_new < 1e-20))
+                ~improved | (c_new < 1e-20) | small_step)
+
+    def cond(carry):
+        _, _, i, done = carry
+        return (i < _GEOVI_STEPS) & ~done
+
+    x, c, _, _ = jax.lax.while_loop(cond, body, (start, cost(start), 0, False))
+    return x, jnp.sqrt(2.0 * c)
+
+
+def _geovi_transform_dense(residuals: Callable, mean: jax.Array, data_args: Any,
+                           start: jax.Array, target: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """:func:`geovi_transform_sample` with explicit Jacobians (Newton on ``g``)."""
+    r_bar, jac_bar = residuals_and_jacobian(residuals, mean, data_args)
+    g_bar = mean + jac_bar.T @ r_bar
+    identity = jnp.eye(mean.shape[0], dtype=mean.dtype)
+
+    def mismatch_from(x, r_x):
+        return x + jac_bar.T @ r_x - g_bar - target
+
+    def cost(x):
+        m = mismatch_from(x, residuals(x, data_args))
+        return 0.5 * jnp.sum(m * m)
+
+    def body(carry):
+        x, c, i, _ = carry
+        r_x, jac_x = residuals_and_jacobian(residuals, x, data_args)
+        step = jnp.linalg.solve(identity + jac_bar.T @ jac_x, -mismatch_from(x, r_x))
+        x_new, c_new = _backtrack(cost, x, c, step, 0.0)
+        improved = c_new < c
+        small_step = jnp.max(jnp.abs(x_new - x)) < _GEOVI_XTOL
+        return (jnp.where(improved, x_new, x), jnp.minimum(c_new, c), i + 1,
+                ~improved | (c_new < 1e-20) | small_step)
 
     def cond(carry):
         _, _, i, done = carry
@@ -246,8 +360,8 @@ def _backtrack(fun: Callable, x: jax.Array, f0: jax.Array, step: jax.Array,
 
 def draw_offsets(residuals: Callable, mean: jax.Array, data_args: Any, key: jax.Array,
                  n_samples: int, nonlinear: bool, mirror: bool,
-                 previous: jax.Array | None = None, use_previous: jax.Array | bool = False
-                 ) -> jax.Array:
+                 previous: jax.Array | None = None, use_previous: jax.Array | bool = False,
+                 solver: str = "auto") -> jax.Array:
     """Sample offsets ``δ_i`` of the approximate posterior at ``mean``.
 
     Parameters
@@ -267,21 +381,25 @@ def draw_offsets(residuals: Callable, mean: jax.Array, data_args: Any, key: jax.
         Offsets to start the geoVI solve from (``nonlinear_update``) ...
     use_previous : bool or traced bool
         ... when true (else the linear samples are the starting points).
+    solver : {"auto", "dense", "cg"}
+        See :func:`metric_sample`.
 
     Returns
     -------
     jax.Array, shape (m, d)
     """
     keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(n_samples))
-    deltas, targets = jax.vmap(lambda k: metric_sample(residuals, mean, data_args, k))(keys)
+    deltas, targets = jax.vmap(
+        lambda k: metric_sample(residuals, mean, data_args, k, solver))(keys)
     if mirror:
         deltas = jnp.stack([deltas, -deltas], axis=1).reshape(-1, mean.shape[0])
         targets = jnp.stack([targets, -targets], axis=1).reshape(-1, mean.shape[0])
     if not nonlinear:
         return deltas
     starts = mean + (deltas if previous is None else jnp.where(use_previous, previous, deltas))
-    samples, _ = jax.vmap(
-        lambda s, t: geovi_transform_sample(residuals, mean, data_args, s, t))(starts, targets)
+    samples, _ = jax.lax.map(
+        lambda st: geovi_transform_sample(residuals, mean, data_args, st[0], st[1], solver),
+        (starts, targets), batch_size=_geovi_chunk(starts.shape[0]))
     return samples - mean
 
 
@@ -296,13 +414,14 @@ def kl_energy(residuals: Callable, mean: jax.Array, offsets: jax.Array, data_arg
 
 
 def minimize_kl(residuals: Callable, mean: jax.Array, offsets: jax.Array, data_args: Any,
-                tol: jax.Array) -> tuple[jax.Array, jax.Array]:
+                tol: jax.Array, solver: str = "auto") -> tuple[jax.Array, jax.Array]:
     """Newton–CG minimisation of :func:`kl_energy` over the mean, offsets fixed.
 
     The Hessian is replaced by the sample-averaged Fisher metric
     ``mean_i J_iᵀJ_i + I`` (positive definite, as in NIFTy). Stops after
     ``_NEWTON_STEPS`` steps, or when a step lowers the energy by less than
-    ``tol / 100``.
+    ``tol / 100``. ``solver`` as in :func:`metric_sample` (dense: the gradient
+    ``mean_i J_iᵀ r_i + ξ̄ + δ_i`` and the metric from explicit Jacobians, Cholesky).
 
     Returns
     -------
@@ -314,9 +433,18 @@ def minimize_kl(residuals: Callable, mean: jax.Array, offsets: jax.Array, data_a
 
     batch_residuals = jax.vmap(residuals, in_axes=(0, None))
     maxiter = _cg_maxiter(mean.shape[0])
+    dense = _dense(solver, mean.shape[0])
+    identity = jnp.eye(mean.shape[0], dtype=mean.dtype)
 
-    def body(carry):
-        m, e, i, _ = carry
+    def dense_step(m):
+        x = m + offsets
+        r, jac = jax.vmap(residuals_and_jacobian, in_axes=(None, 0, None))(
+            residuals, x, data_args)
+        grad = jnp.mean(jnp.einsum("knd,kn->kd", jac, r) + x, axis=0)
+        metric = jnp.einsum("knd,kne->de", jac, jac) / offsets.shape[0] + identity
+        return grad, _spd_solve(metric, -grad)
+
+    def cg_step(m):
         _, grad = jax.value_and_grad(energy)(m)
         _, jvp, vjp = _linear_operators(batch_residuals, m + offsets, data_args)
         n = offsets.shape[0]
@@ -325,6 +453,11 @@ def minimize_kl(residuals: Callable, mean: jax.Array, offsets: jax.Array, data_a
             return vjp(jvp(jnp.broadcast_to(v, offsets.shape))).sum(axis=0) / n + v
 
         step, _ = cg(metric_mv, -grad, tol=_CG_TOL, maxiter=maxiter)
+        return grad, step
+
+    def body(carry):
+        m, e, i, _ = carry
+        grad, step = dense_step(m) if dense else cg_step(m)
         m_new, e_new = _backtrack(energy, m, e, step, jnp.vdot(grad, step))
         improved = e_new < e
         done = ~improved | (e - e_new < tol / 100.0)
@@ -356,7 +489,7 @@ def _iteration_bucket(n_kl_iter: int) -> int:
 @memoised_engine
 def build_vi_native_engine(residuals: Callable, n_dim: int, n_samples: int, sample_mode: str,
                            mirror_samples: bool, n_posterior_samples: int,
-                           max_iterations: int) -> Callable:
+                           max_iterations: int, solver: str = "auto") -> Callable:
     """Jitted one-seed geoVI / MGVI engine, memoised on the residual function and
     static options.
 
@@ -374,6 +507,8 @@ def build_vi_native_engine(residuals: Callable, n_dim: int, n_samples: int, samp
     max_iterations : int
         Static length of the iteration loop (see :func:`_iteration_bucket`); the
         actual ``n_kl_iter ≤ max_iterations`` is traced.
+    solver : {"auto", "dense", "cg"}
+        Linear algebra of every sample and Newton step (see :func:`metric_sample`).
 
     Returns
     -------
@@ -382,6 +517,7 @@ def build_vi_native_engine(residuals: Callable, n_dim: int, n_samples: int, samp
         (d,), ``draws`` (n_posterior_samples, d), ``energies`` (max_iterations,;
         NaN past ``n_iter``), ``n_iter``, ``converged`` and ``energy`` (final KL).
     """
+    _dense(solver, n_dim)  # validates solver
     nonlinear = sample_mode.startswith("nonlinear")
     fresh_keys = sample_mode.endswith("resample")
     n_vi = _n_offsets(n_samples, mirror_samples)
@@ -393,11 +529,11 @@ def build_vi_native_engine(residuals: Callable, n_dim: int, n_samples: int, samp
             # First iteration draws; later ones re-solve from the previous offsets.
             offsets = draw_offsets(residuals, state.mean, data_args, key, n_samples, True,
                                    mirror_samples, previous=state.offsets,
-                                   use_previous=state.n_iter > 0)
+                                   use_previous=state.n_iter > 0, solver=solver)
         else:
             offsets = draw_offsets(residuals, state.mean, data_args, key, n_samples,
-                                   nonlinear, mirror_samples)
-        mean, energy = minimize_kl(residuals, state.mean, offsets, data_args, tol)
+                                   nonlinear, mirror_samples, solver=solver)
+        mean, energy = minimize_kl(residuals, state.mean, offsets, data_args, tol, solver)
         converged = jnp.abs(state.energy - energy) < tol
         return VIState(mean, offsets, key, energy, state.n_iter + 1, converged)
 
@@ -420,7 +556,7 @@ def build_vi_native_engine(residuals: Callable, n_dim: int, n_samples: int, samp
         draws = state.offsets
         if n_extra_pairs > 0:
             extra = draw_offsets(residuals, state.mean, data_args, draw_key, n_extra_pairs,
-                                 nonlinear, mirror_samples)
+                                 nonlinear, mirror_samples, solver=solver)
             draws = jnp.concatenate([draws, extra])
         return {"mean": state.mean, "draws": state.mean + draws[:n_posterior_samples],
                 "energies": energies, "n_iter": state.n_iter, "converged": state.converged,
@@ -431,15 +567,17 @@ def build_vi_native_engine(residuals: Callable, n_dim: int, n_samples: int, samp
 
 @memoised_engine
 def build_vi_draws_engine(residuals: Callable, n_dim: int, n_draws: int, nonlinear: bool,
-                          mirror_samples: bool) -> Callable:
+                          mirror_samples: bool, solver: str = "auto") -> Callable:
     """Jitted ``(key, mean, data_args) -> (n_draws, d)`` draws of the linear or geoVI
-    approximation at ``mean`` (used to top up NIFTy's few VI samples)."""
+    approximation at ``mean`` (used to top up NIFTy's few VI samples); ``solver``
+    as in :func:`metric_sample`."""
+    _dense(solver, n_dim)  # validates solver
     n_pairs = -(-n_draws // (2 if mirror_samples else 1))
 
     @jax.jit
     def engine(key, mean, data_args):
         offsets = draw_offsets(residuals, mean, data_args, key, n_pairs, nonlinear,
-                               mirror_samples)
+                               mirror_samples, solver=solver)
         return mean + offsets[:n_draws]
 
     return engine
