@@ -82,6 +82,7 @@ def bagpipes_fit() -> dict:
         import os
         cwd = os.getcwd()
         os.chdir(tmp)
+        bagpipes.utils.working_dir = tmp  # bagpipes resolves its output folders from the cwd at import
         try:
             fit = bagpipes.fit(galaxy, fit_instructions, run="bench")
             fit.fit(verbose=False)
