@@ -282,8 +282,7 @@ def geovi_transform_sample(residuals: Callable, mean: jax.Array, data_args: Any,
         m = mismatch_of(x)
         return 0.5 * jnp.sum(m * m)
 
-    def body(carry):
-        x, c, i, _ = carry
+    def newton_step(x):
         _, jvp_x, vjp_x = _linear_operators(residuals, x, data_args)
 
         def a_mv(v):          # A = ∂g/∂ξ = I + J̄ᵀ J(x)
@@ -294,18 +293,9 @@ def geovi_transform_sample(residuals: Callable, mean: jax.Array, data_args: Any,
 
         m = mismatch_of(x)
         step, _ = cg(lambda v: at_mv(a_mv(v)), -at_mv(m), tol=_CG_TOL, maxiter=maxiter)
-        x_new, c_new = _backtrack(cost, x, c, step, 0.0)
-        improved = c_new < c
-        small_step = jnp.max(jnp.abs(x_new - x)) < _GEOVI_XTOL
-        return (jnp.where(improved, x_new, x), jnp.minimum(c_new, c), i + 1,
-                ~improved | (c_new < 1e-20) | small_step)
+        return step
 
-    def cond(carry):
-        _, _, i, done = carry
-        return (i < _GEOVI_STEPS) & ~done
-
-    x, c, _, _ = jax.lax.while_loop(cond, body, (start, cost(start), 0, False))
-    return x, jnp.sqrt(2.0 * c)
+    return _gauss_newton_solve(cost, newton_step, start)
 
 
 def _geovi_transform_dense(residuals: Callable, mean: jax.Array, data_args: Any,
@@ -322,10 +312,24 @@ def _geovi_transform_dense(residuals: Callable, mean: jax.Array, data_args: Any,
         m = mismatch_from(x, residuals(x, data_args))
         return 0.5 * jnp.sum(m * m)
 
+    def newton_step(x):
+        r_x, jac_x = residuals_and_jacobian(residuals, x, data_args)
+        return jnp.linalg.solve(identity + jac_bar.T @ jac_x, -mismatch_from(x, r_x))
+
+    return _gauss_newton_solve(cost, newton_step, start)
+
+
+def _gauss_newton_solve(cost: Callable, newton_step: Callable, start: jax.Array
+                        ) -> tuple[jax.Array, jax.Array]:
+    """Minimise ``cost = |mismatch|²/2`` from ``start`` by ``newton_step`` with backtracking.
+
+    Stops after ``_GEOVI_STEPS`` steps, when a step does not lower the cost, when
+    the cost is below 1e-20 or when an accepted step moves ξ by less than
+    ``_GEOVI_XTOL``. Returns the point and ``|mismatch|`` there.
+    """
     def body(carry):
         x, c, i, _ = carry
-        r_x, jac_x = residuals_and_jacobian(residuals, x, data_args)
-        step = jnp.linalg.solve(identity + jac_bar.T @ jac_x, -mismatch_from(x, r_x))
+        step = newton_step(x)
         x_new, c_new = _backtrack(cost, x, c, step, 0.0)
         improved = c_new < c
         small_step = jnp.max(jnp.abs(x_new - x)) < _GEOVI_XTOL
