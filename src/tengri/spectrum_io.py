@@ -26,7 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from tengri.errors import DataError
-from tengri.model.observation import FLUX_UNITS, SPECTRAL_FLUX_UNITS
+from tengri.model.observation import FLUX_UNITS, SPECTRAL_FLUX_UNITS, to_cgs_fnu
+from tengri.model.spectrum import C_AA_S
 
 __all__ = ["read_spectrum", "WAVELENGTH_UNITS", "SPECTRUM_SUFFIXES", "flux_to_flam",
            "WAVELENGTH_ALIASES", "FLUX_ALIASES", "ERROR_ALIASES", "IVAR_ALIASES"]
@@ -40,7 +41,6 @@ ERROR_ALIASES = ("error", "err", "flux_err", "flux_error", "fluxerr", "noise", "
                  "uncertainty")
 IVAR_ALIASES = ("ivar", "inverse_variance", "invvar")
 _LOGLAM = "loglam"
-_C_AA_S = 2.99792458e18  # speed of light [Å/s]
 _ASTROPY_UNITS = {"flam": "erg / (s cm2 Angstrom)", "aa": "Angstrom", "nm": "nm", "um": "um",
                   **{u: f"{FLUX_UNITS[u]!r} erg / (s cm2 Hz)" for u in FLUX_UNITS}}
 
@@ -55,8 +55,7 @@ def flux_to_flam(values, wavelength_aa, flux_unit: str) -> np.ndarray:
         return values
     if flux_unit not in FLUX_UNITS:
         raise DataError(f"flux_unit {flux_unit!r} unknown; valid: {', '.join(SPECTRAL_FLUX_UNITS)}")
-    wave = np.asarray(wavelength_aa, dtype=np.float64)
-    return values * FLUX_UNITS[flux_unit] * _C_AA_S / wave**2
+    return to_cgs_fnu(values, flux_unit) * C_AA_S / np.asarray(wavelength_aa, dtype=np.float64) ** 2
 
 
 def _suffix(path: Path) -> str:

@@ -642,7 +642,8 @@ def _vmapped_mcmc(method, opts, problem, keys, inits, data_args, axes, mode):
         chains.append(jax.tree.map(np.asarray, run(
             chain_keys, z0, data_args, np.float64(opts["target_accept"]),
             np.int64(opts.get("num_integration_steps", 1)), np.float64(opts.get("alpha", 1.0)),
-            np.float64(opts.get("delta", 0.0)))))
+            np.float64(opts.get("delta", 0.0)),
+            np.float64(opts.get("init_jitter", mcmc.INIT_JITTER)))))
     stacked = {k: np.stack([c[k] for c in chains], axis=1) for k in chains[0]}  # (batch, chain, ...)
     stacked["_sizes"] = np.tile([n_chains, n_warmup, n_burnin, n_samples], (len(keys), 1))
     return stacked, None
