@@ -22,7 +22,7 @@ import tengri
 from tengri import Fitter
 from tengri.errors import ParameterError
 from tengri.inference import cache
-from tengri.inference.methods import _engine_cache
+from tengri.inference.methods import _engine_cache, _export_cache
 from tengri.inference.methods._engine_cache import cached_engines, memoised_engine
 
 from methods_targets import (
@@ -86,11 +86,15 @@ def no_persistent_cache():
     from jax.experimental.compilation_cache import compilation_cache
 
     before = jax.config.jax_enable_compilation_cache
+    exported_before = _export_cache.export_dir()
     jax.config.update("jax_enable_compilation_cache", False)
     compilation_cache.reset_cache()
+    _export_cache.disable()
     yield
     jax.config.update("jax_enable_compilation_cache", before)
     compilation_cache.reset_cache()
+    if exported_before is not None:
+        _export_cache.enable(exported_before)
 
 
 @pytest.fixture(scope="module")

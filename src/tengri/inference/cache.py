@@ -57,6 +57,7 @@ from typing import Any, Callable, Hashable, Iterable, Iterator
 import jax
 import numpy as np
 
+from tengri.inference.methods import _export_cache
 from tengri.inference.methods._engine_cache import (
     clear_engines, drop_stale_engines, mark_run,
 )
@@ -73,6 +74,8 @@ __all__ = [
 
 CACHE_DIR_ENV = "TENGRI_CACHE_DIR"
 DEFAULT_PERSISTENT_CACHE_DIR = Path("/tmp/tengri_jax_cache")
+EXPORTED_SUBDIR = "tengri-exported"
+"""Sub-folder of the persistent cache holding exported engines (``methods._export_cache``)."""
 
 _BACKEND_COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
 _PERSISTENT_HIT_EVENT = "/jax/compilation_cache/cache_hits"
@@ -123,6 +126,7 @@ def enable_persistent_cache(path: str | os.PathLike | None = None) -> Path:
     # jax decides once per process whether the cache is in use (at the first
     # compilation); resetting makes it look again at the new directory.
     compilation_cache.reset_cache()
+    _export_cache.enable(directory / EXPORTED_SUBDIR)
     return directory
 
 
@@ -132,6 +136,7 @@ def disable_persistent_cache() -> None:
 
     jax.config.update("jax_compilation_cache_dir", None)
     compilation_cache.reset_cache()
+    _export_cache.disable()
 
 
 def persistent_cache_dir() -> Path | None:
@@ -309,6 +314,8 @@ def share_problem_functions(signature: Hashable, problem: Problem) -> Problem:
             resolved = canonical if shared else _OWN
             _RESOLVED[problem.log_likelihood] = resolved
         functions = (own if resolved is _OWN else resolved).jitted()
+    _export_cache.register_problem_functions(
+        (functions.log_likelihood, functions.residuals, functions.to_physical), problem.init, problem.data_args)
     return dataclasses.replace(problem, log_likelihood=functions.log_likelihood,
                                residuals=functions.residuals, to_physical=functions.to_physical)
 

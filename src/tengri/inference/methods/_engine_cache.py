@@ -41,6 +41,8 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Callable, Hashable, Iterable, Iterator
 
+from tengri.inference.methods._export_cache import ExportedEngine
+
 __all__ = [
     "memoised_engine", "clear_engines", "n_cached_engines", "cached_engines", "EngineEntry",
     "recording_engine_use", "mark_run", "drop_stale_engines",
@@ -113,7 +115,9 @@ def memoised_engine(builder: Callable) -> Callable:
         with _LOCK:
             engine = _ENGINES.get(key)
             if engine is None:
-                engine = builder(log_likelihood, int(n_dim), *static, **static_kw)
+                engine = ExportedEngine(
+                    builder(log_likelihood, int(n_dim), *static, **static_kw), log_likelihood,
+                    f"{builder.__module__}.{builder.__qualname__}|{int(n_dim)}|{key[3]!r}|{key[4]!r}")
                 _ENGINES[key] = engine
         used = _USED.get()
         if used is not None:

@@ -1,0 +1,214 @@
+"""Inference engines serialised to disk with ``jax.export``, for fresh processes.
+
+jax's persistent compilation cache (:func:`tengri.enable_persistent_cache`) saves
+the XLA compilation, but a fresh process still traces and lowers every engine to
+find its cache key: on the photometric SED model that is several seconds per
+engine (the MAP engine, then window adaptation + NUTS). An *exported* engine is
+its lowered StableHLO module, serialised; loading one is a deserialisation, and
+calling it lowers a stub around the stored module, whose compilation the
+persistent cache then provides.
+
+**Keys.** A stored engine is valid only for the same program. Its key hashes
+(1) the *likelihood programs* it closes over — the jaxpr text and constants of
+the problem's log-likelihood, residuals and to_physical functions, traced on the
+galaxy's data shapes (:func:`register_problem_functions`; not the compile
+signature alone, which equal models share even when constants differ) —,
+(2) the engine builder, latent dimension and static options, (3) the shapes,
+dtypes and tree structure of the call's arguments, and (4) the code: the source
+of every tengri module and the versions of jax, jaxlib, blackjax, optax and
+numpy, the backend and the x64 flag. A change to any of them misses the cache.
+
+Engines called inside another trace (``CatalogFitter`` vmaps them) run as they
+are. An engine that cannot be exported (or a stored file that cannot be read)
+falls back to plain ``jax.jit`` for the rest of the process, with a warning.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import threading
+import warnings
+import weakref
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Callable
+
+import jax
+import numpy as np
+
+__all__ = ["enable", "disable", "export_dir", "register_problem_functions", "ExportedEngine",
+           "code_fingerprint", "n_loaded", "n_exported"]
+
+_STATE: dict[str, Any] = {"dir": None, "loaded": 0, "exported": 0}
+_LOCK = threading.RLock()
+# problem function object (a jitted wrapper) -> hex digest of the likelihood programs
+_FUNCTION_KEYS: "weakref.WeakKeyDictionary[Callable, str]" = weakref.WeakKeyDictionary()
+_VERSIONED = ("jax", "jaxlib", "blackjax", "optax", "numpy")
+
+
+def enable(directory: str | os.PathLike) -> Path:
+    """Store exported engines under ``directory`` and load them from there."""
+    path = Path(directory).expanduser()
+    path.mkdir(parents=True, exist_ok=True)
+    _STATE["dir"] = path
+    return path
+
+
+def disable() -> None:
+    """Stop storing and loading exported engines (files are kept)."""
+    _STATE["dir"] = None
+
+
+def export_dir() -> Path | None:
+    """The directory in use, or None when disabled."""
+    return _STATE["dir"]
+
+
+def n_loaded() -> int:
+    """Engines loaded from disk by this process."""
+    return _STATE["loaded"]
+
+
+def n_exported() -> int:
+    """Engines exported (and written) by this process."""
+    return _STATE["exported"]
+
+
+@lru_cache(maxsize=1)
+def code_fingerprint() -> str:
+    """Hash of tengri's source files and the versions of the libraries engines use."""
+    from importlib import metadata
+
+    root = Path(__file__).resolve().parents[2]  # the tengri package
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*")):
+        if path.suffix in (".py", ".toml") and path.is_file():
+            digest.update(str(path.relative_to(root)).encode())
+            digest.update(path.read_bytes())
+    for name in _VERSIONED:
+        try:
+            digest.update(f"{name}={metadata.version(name)}".encode())
+        except metadata.PackageNotFoundError:
+            digest.update(f"{name}=absent".encode())
+    return digest.hexdigest()
+
+
+def _program_digest(fn: Callable, z: Any, data_args: Any) -> bytes:
+    closed = jax.make_jaxpr(fn)(z, data_args)
+    digest = hashlib.sha256(str(closed.jaxpr).encode())
+    for const in closed.consts:
+        value = np.asarray(const)
+        digest.update(f"{value.dtype.str}{value.shape}".encode())
+        digest.update(np.ascontiguousarray(value).tobytes())
+    return digest.digest()
+
+
+def register_problem_functions(functions: tuple, z: Any, data_args: Any) -> None:
+    """Key ``functions`` (log_likelihood, residuals, to_physical; None allowed) by their programs.
+
+    Traces each once on the abstract values of ``z`` and ``data_args`` (no
+    compilation). Does nothing when export is disabled or they are keyed already.
+    """
+    if _STATE["dir"] is None:
+        return
+    present = [f for f in functions if f is not None]
+    with _LOCK:
+        if all(f in _FUNCTION_KEYS for f in present):
+            return
+    abstract = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(np.shape(a), jax.numpy.result_type(a)),
+                                      (z, data_args))
+    digest = hashlib.sha256()
+    try:
+        for fn in functions:
+            digest.update(b"-" if fn is None else _program_digest(fn, *abstract))
+    except Exception:  # not traceable on abstract values: leave it unkeyed (plain jit)
+        return
+    key = digest.hexdigest()
+    with _LOCK:
+        for fn in present:
+            _FUNCTION_KEYS.setdefault(fn, key)
+
+
+def _leaf_signature(leaf: Any) -> str:
+    aval = jax.typeof(leaf)
+    return f"{aval.dtype.name}{tuple(aval.shape)}{'w' if getattr(aval, 'weak_type', False) else ''}"
+
+
+class ExportedEngine:
+    """A jitted engine that, when export is enabled, runs through a stored export.
+
+    Parameters
+    ----------
+    engine : jitted callable
+        What the builder returned.
+    function : callable
+        The problem function the builder closed over (its first argument).
+    description : str
+        Builder name, latent dimension and static options (part of the key).
+    """
+
+    def __init__(self, engine: Callable, function: Callable, description: str):
+        self.engine = engine
+        self._function = function
+        self._description = description
+        self._calls: dict[tuple, Callable] = {}
+        self._broken = False
+
+    def __getattr__(self, name: str) -> Any:  # lower, trace, eval_shape, ... of the jitted engine
+        if name.startswith("__") or name == "engine":
+            raise AttributeError(name)
+        return getattr(self.engine, name)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        directory = _STATE["dir"]
+        if directory is None or self._broken or kwargs:
+            return self.engine(*args, **kwargs)
+        leaves, treedef = jax.tree_util.tree_flatten(args)
+        if any(isinstance(leaf, jax.core.Tracer) for leaf in leaves):
+            return self.engine(*args)
+        function_key = _FUNCTION_KEYS.get(self._function)
+        if function_key is None:
+            return self.engine(*args)
+        shapes = (str(treedef), tuple(_leaf_signature(leaf) for leaf in leaves))
+        call = self._calls.get(shapes)
+        if call is None:
+            call = self._load_or_export(directory, function_key, shapes, args)
+            if call is None:
+                return self.engine(*args)
+            self._calls[shapes] = call
+        return call(*args)
+
+    def _key(self, function_key: str, shapes: tuple) -> str:
+        parts = (code_fingerprint(), function_key, self._description, repr(shapes), jax.default_backend(),
+                 str(jax.config.jax_enable_x64))
+        return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+    def _load_or_export(self, directory: Path, function_key: str, shapes: tuple, args: tuple):
+        path = directory / f"engine-{self._key(function_key, shapes)}.jaxexport"
+        try:
+            if path.exists():
+                exported = jax.export.deserialize(bytearray(path.read_bytes()))
+                _STATE["loaded"] += 1
+            else:
+                exported = jax.export.export(self.engine)(*args)
+                _write_atomically(path, bytes(exported.serialize()))
+                _STATE["exported"] += 1
+        except Exception as err:  # noqa: BLE001 - any failure: plain jit for this engine
+            warnings.warn(f"engine export disabled for {self._description}: {type(err).__name__}: {err}",
+                          RuntimeWarning, stacklevel=3)
+            self._broken = True
+            return None
+        return jax.jit(exported.call)
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".jaxexport")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
