@@ -26,6 +26,7 @@ __all__ = ["DERIVED_COLUMNS", "FORMATS", "summary_columns", "summarise", "error_
            "write_summary", "read_summary_csv", "atomic_path"]
 
 DERIVED_COLUMNS = ("log_mstar", "log_sfr100", "log_ssfr")
+_DERIVED_INPUTS = ("stellar_mass", "sfr_100myr", "ssfr")  # Posterior.derived keys behind DERIVED_COLUMNS
 FORMATS = {"csv": ".csv", "fits": ".fits", "hdf5": ".h5"}
 _TEXT_COLUMNS = ("id", "method", "error")
 
@@ -48,7 +49,7 @@ def summarise(gid: str, posterior, free_names) -> dict[str, Any]:
     """One summary row: 16/50/84th percentiles of parameters and derived values."""
     row: dict[str, Any] = {"id": gid, "method": posterior.method, "wall_time_s": posterior.wall_time_s}
     values = posterior.samples if posterior.samples is not None else posterior.params
-    derived = posterior.derived
+    derived = posterior.derived_subset(_DERIVED_INPUTS)  # SFH-only: no spectrum per draw
     quantities = {n: np.asarray(values[n], float) for n in free_names}
     quantities["log_mstar"] = _log10(derived["stellar_mass"])
     quantities["log_sfr100"] = _log10(derived["sfr_100myr"])

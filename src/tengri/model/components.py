@@ -222,15 +222,22 @@ class StellarPopulation:
     def arrays(self, wavelength_aa):
         return {}
 
+    @staticmethod
+    def surviving_mass_msun(mass_per_age, theta, arrays):
+        """Mass still in stars and remnants [M☉], scalar: Σ_ages mass formed (n_age,) × the SSPs'
+        surviving fraction at ``theta["metallicity"]``. Needs no spectrum."""
+        i, t = _interp_weights(arrays["ssp_z"], theta["metallicity"])
+        surviving = (1 - t) * arrays["ssp_surviving"][i] + t * arrays["ssp_surviving"][i + 1]
+        return jnp.sum(mass_per_age * surviving)
+
     def apply(self, state, theta, arrays):
         grid = arrays["ssp_lnu"]  # (n_z, n_age, n_wave) per M☉ formed
         i, t = _interp_weights(arrays["ssp_z"], theta["metallicity"])
         lnu_per_msun = (1 - t) * grid[i] + t * grid[i + 1]
-        surviving = (1 - t) * arrays["ssp_surviving"][i] + t * arrays["ssp_surviving"][i + 1]
         mass = state["mass_per_age"]
         young_share = nebular.birth_cloud_fraction(arrays["age_bin_edges_yr"], self.t_bc_yr)
         derived = dict(state["derived"])
-        derived["stellar_mass"] = jnp.sum(mass * surviving)
+        derived["stellar_mass"] = self.surviving_mass_msun(mass, theta, arrays)
         # Contract the ages on each metallicity node before interpolating: this reads
         # the two grid slices once instead of building the (n_age, n_wave) cube
         # (3x faster per gradient call; the cube below is only kept when used).

@@ -38,11 +38,15 @@ from tengri.physics import attenuation, bandpass, cosmology, igm
 from tengri.physics import dust_emission as dust_emission_physics
 from tengri.physics import nebular as nebular_physics
 
-__all__ = ["SEDModel", "SED_COMPONENT_SUM_KEYS"]
+__all__ = ["SEDModel", "SED_COMPONENT_SUM_KEYS", "SFH_DERIVED_KEYS"]
 
 SED_COMPONENT_SUM_KEYS = ("sed_attenuated", "sed_nebular", "sed_shock", "sed_dust_ir", "sed_agn", "sed_radio",
                           "sed_xray")
 """The keys of :meth:`SEDModel.sed_components` whose sum is ``sed_total`` (those present)."""
+
+SFH_DERIVED_KEYS = ("stellar_mass", "mass_formed", "sfr_10myr", "sfr_100myr", "ssfr", "mass_weighted_age_gyr")
+"""Derived quantities that need only the SFH and the SSPs' surviving mass (no spectrum):
+:meth:`SEDModel.derived_quantities` computes a subset of these without the component chain."""
 
 _DUST_LAWS = ("none", *attenuation.ATTENUATION_CURVES)
 _IGM_MODELS = ("inoue14", "none")
@@ -323,12 +327,12 @@ class SEDModel:
         return out
 
     # --- the forward model (pure) ------------------------------------------------------
+    def _initial_state(self, theta: Mapping[str, jax.Array]) -> dict:
+        return {"age_of_universe_yr": cosmology.age_of_universe_gyr(theta["redshift"], self.cosmo) * _GYR,
+                "derived": {}}
+
     def _run_chain(self, theta: Mapping[str, jax.Array], grids: dict) -> dict:
-        z = theta["redshift"]
-        state = {
-            "age_of_universe_yr": cosmology.age_of_universe_gyr(z, self.cosmo) * _GYR,
-            "derived": {},
-        }
+        state = self._initial_state(theta)
         for c in self.components:
             state = c.apply(state, theta, grids)
         if "sed" not in state:  # no dust: the total is the intrinsic light
@@ -336,9 +340,7 @@ class SEDModel:
             if "sed_nebular_intrinsic" in state:
                 sed = sed + state["sed_nebular_intrinsic"]
             state = {**state, "sed": sed}
-        derived = dict(state["derived"])
-        derived["ssfr"] = derived["sfr_100myr"] / derived["stellar_mass"]
-        return {**state, "derived": derived}
+        return {**state, "derived": _with_ssfr(state["derived"])}
 
     def _band_matrix(self, z, grids):
         wave_obs = self.wavelength_aa * (1.0 + z)
@@ -424,6 +426,15 @@ class SEDModel:
         out = self._map("_sed", params)
         out["wavelength_rest_aa"] = self.wavelength_aa.copy()
         return out
+
+    def _sfh_derived(self, theta, grids):
+        """:data:`SFH_DERIVED_KEYS` from the SFH and the SSPs' surviving mass alone, by the
+        chain's own code (its first component, StellarPopulation's mass, the chain's sSFR):
+        no spectrum is built."""
+        sfh_state = self.components[0].apply(self._initial_state(theta), theta, grids)
+        derived = dict(sfh_state["derived"])
+        derived["stellar_mass"] = comp.StellarPopulation.surviving_mass_msun(sfh_state["mass_per_age"], theta, grids)
+        return _with_ssfr(derived)
 
     def _derived(self, theta, grids):
         state = self._run_chain(theta, grids)
@@ -520,18 +531,59 @@ class SEDModel:
         out["wavelength"] = self.wavelength_aa.copy()
         return out
 
-    def derived_quantities(self, params: Mapping[str, Any]) -> dict:
+    def derived_quantities(self, params: Mapping[str, Any], names=None) -> dict:
         """Derived physical quantities.
+
+        Parameters
+        ----------
+        params : mapping
+            Parameter values (scalars or (n,) arrays).
+        names : sequence of str, optional
+            Only these quantities (default all, see :attr:`derived_names`). When
+            they are all in :data:`SFH_DERIVED_KEYS` they come from the SFH and the
+            SSPs' surviving mass alone, without building a spectrum (same code as
+            the full chain, far cheaper); otherwise the full chain runs.
 
         Returns
         -------
         dict
             ``stellar_mass`` (surviving, M☉), ``mass_formed`` (M☉), ``sfr_10myr``
             and ``sfr_100myr`` (M☉/yr, mean over the last 10 / 100 Myr), ``ssfr``
-            (sfr_100myr / stellar_mass, yr⁻¹), ``mass_weighted_age_gyr`` (Gyr);
+            (sfr_100myr / stellar_mass, yr⁻¹), ``mass_weighted_age_gyr`` (Gyr), and
+            what the other components publish (e.g. ``luminosity_absorbed``,
+            ``luminosity_dust_ir``, ``luminosity_agn`` [erg/s], ``eline_flux_<line>``);
             scalars for scalar inputs, arrays of shape (n,) for (n,) inputs.
+
+        Raises
+        ------
+        ParameterError
+            ``names`` empty, not a sequence of str, or naming a quantity this model
+            does not derive.
         """
-        return self._map("_derived", params)
+        if names is None:
+            return self._map("_derived", params)
+        names = self._checked_derived_names(names)
+        fast = set(names) <= set(SFH_DERIVED_KEYS)
+        out = self._map("_sfh_derived" if fast else "_derived", params)
+        return {n: out[n] for n in names}
+
+    @cached_property
+    def derived_names(self) -> tuple[str, ...]:
+        """Names of every quantity :meth:`derived_quantities` returns for this model."""
+        theta = {n: jax.ShapeDtypeStruct((), jnp.float64) for n in self.parameters.names}
+        return tuple(jax.eval_shape(self._derived, theta, self.grids))
+
+    def _checked_derived_names(self, names) -> tuple[str, ...]:
+        if isinstance(names, str) or not all(isinstance(n, str) for n in names):
+            raise ParameterError(f"names must be a sequence of quantity names (str), got {names!r}")
+        names = tuple(dict.fromkeys(names))
+        if not names:
+            raise ParameterError("names is empty: give at least one quantity, or names=None for all")
+        unknown = [n for n in names if n not in SFH_DERIVED_KEYS and n not in self.derived_names]
+        if unknown:
+            raise ParameterError(f"names {unknown} are not derived by this model; it derives "
+                                 f"{', '.join(self.derived_names)}")
+        return names
 
     def _sfh_curve(self, theta, grids, lookback_yr, component="total"):
         sfh_component = next(c for c in self.components if isinstance(c, comp.StarFormationHistory))
@@ -968,6 +1020,11 @@ class SEDModel:
         )
         per_unit = tables["dust_ir"] if plan["ir_fixed"] else band_matrix @ self._unit_dust_emission(theta, grids)
         return bands + (intrinsic - attenuated) * per_unit
+
+
+def _with_ssfr(derived: Mapping[str, jax.Array]) -> dict:
+    """``derived`` plus ``ssfr`` = sfr_100myr / stellar_mass [1/yr]."""
+    return {**derived, "ssfr": derived["sfr_100myr"] / derived["stellar_mass"]}
 
 
 def _veldisp_bounds(prior: Prior) -> tuple[float, float]:

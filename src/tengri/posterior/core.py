@@ -280,8 +280,29 @@ class Posterior:
         RuntimeError
             If no model is attached.
         """
+        return self.derived_subset(None)
+
+    def derived_subset(self, names: Sequence[str] | None) -> dict[str, float | np.ndarray]:
+        """Only the derived quantities ``names`` (None: all, as :attr:`derived`).
+
+        Taken from :attr:`derived` when it is already computed; otherwise asks the
+        model for these alone, which for SFH-only quantities (``stellar_mass``,
+        ``sfr_100myr``, ``ssfr``, …) skips the spectrum (see
+        ``SEDModel.derived_quantities``). Not cached.
+
+        Raises
+        ------
+        RuntimeError
+            If no model is attached.
+        ParameterError
+            From the model, for names it does not derive.
+        """
+        cached = self.__dict__.get("derived")
+        if names is not None and cached is not None and not isinstance(names, str) and set(names) <= set(cached):
+            return {n: cached[n] for n in names}
         model = self._require_model("derived")
-        out = model.derived_quantities(self._values())
+        values = self._values()
+        out = model.derived_quantities(values) if names is None else model.derived_quantities(values, names=names)
         return {str(k): _point_value(v) for k, v in out.items()}
 
     # --- convergence diagnostics -----------------------------------------------------
