@@ -242,3 +242,50 @@ def test_interpolate_axis_follows_the_clamped_linear_rule():
     start, weights = band_tables.linear_bracket(jnp.asarray(nodes), 1.25)
     assert int(start) == 1
     np.testing.assert_allclose(np.asarray(weights), [0.5, 0.5])
+
+
+def test_tables_equal_the_explicit_sum_over_each_sub_bands_columns():
+    w, k, lnu = _synthetic(seed=2)
+    w[1] = 0.0  # a band without columns keeps an (empty) sub-band
+    lnu = lnu.reshape(1, 5, -1)  # a leading (n_z, n_age) layout
+    n_nodes = 5
+    sub = band_tables.partition_sub_bands(w, k, 10, 0.2, 3.0, n_nodes)
+    assert sub.size.sum() == np.count_nonzero(w) and sub.size[sub.band == 1].sum() == 0
+    table = band_tables.tabulate_sources(lnu, w, sub, k, n_nodes)
+    assert table.shape == (10, n_nodes, 2, 1, 5)
+    c = band_tables.MAG_TO_LN
+    for q, columns in enumerate(sub.columns):
+        a = sub.a_min_mag + sub.a_step_mag[q] * np.arange(n_nodes)
+        offset = k[columns] - sub.kappa[q]
+        term = w[sub.band[q], columns] * np.exp(-c * a[:, None] * offset) * lnu[0][:, None, columns]  # (src, node, col)
+        slope_term = -c * offset * term
+        for kind, exact in ((0, term), (1, slope_term)):  # relative to Σ|terms| (the slopes cancel)
+            error = np.abs(table[q, :, kind, 0].T - exact.sum(-1))
+            np.testing.assert_array_less(error, 1e-12 * np.abs(exact).sum(-1) + 1e-300)
+
+
+def test_partition_bisection_is_the_plain_one():
+    # the batched bisection visits the same midpoints as one-at-a-time bisection
+    def plain(threshold, low, high):
+        if low >= threshold:
+            return low
+        for _ in range(14):
+            mid = np.sqrt(low * high)
+            low, high = (low, mid) if mid >= threshold else (mid, high)
+        return high
+
+    for threshold in (1e-7, 3.3e-4, 0.02, 0.5, 0.999):
+        def fits(xs, threshold=threshold):
+            return np.asarray(xs) >= threshold
+        assert band_tables._smallest_fitting(fits, 1e-6, 1.0, steps=14) == plain(threshold, 1e-6, 1.0)
+
+
+def test_host_band_matrix_equals_the_jitted_one():
+    # prepare builds W in numpy, with the IGM evaluated only blueward of Lyα (z = 3: it matters)
+    model = _model(False, "calzetti", True, redshift=Uniform(0.5, 4.0))
+    for z in (0.7, 3.0):
+        host = model._band_matrix_at(z)
+        jitted = np.asarray(jax.jit(model._band_matrix)(jnp.asarray(z), model.grids))
+        assert np.array_equal(host != 0, jitted != 0)
+        np.testing.assert_allclose(host, jitted, rtol=0, atol=1e-13 * jitted.max())
+    assert np.any(host[0] < jitted[0].max() * 1e-3)  # GALEX FUV at z = 3 is dimmed by the IGM

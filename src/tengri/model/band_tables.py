@@ -52,6 +52,7 @@ Building (numpy, per galaxy): :func:`partition_sub_bands`, :func:`tabulate_sourc
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple
 
@@ -86,8 +87,11 @@ class SubBands(NamedTuple):
 
     Attributes
     ----------
-    columns : tuple of numpy.ndarray
-        Q arrays of wavelength-column indices (empty for unused sub-bands).
+    column_index : numpy.ndarray, shape (n_column,)
+        Wavelength columns of every sub-band, sub-band after sub-band (ascending
+        within each); a column seen by several bands appears once per band.
+    size : numpy.ndarray, shape (Q,)
+        Number of columns of each sub-band (0 for unused sub-bands).
     band : numpy.ndarray, shape (Q,)
         The band each sub-band belongs to.
     kappa : numpy.ndarray, shape (Q,)
@@ -100,12 +104,18 @@ class SubBands(NamedTuple):
         Largest :func:`hermite_error_bound` over the sub-bands (0 without dust).
     """
 
-    columns: tuple
+    column_index: np.ndarray
+    size: np.ndarray
     band: np.ndarray
     kappa: np.ndarray
     a_min_mag: float
     a_step_mag: np.ndarray
     error_bound: float
+
+    @property
+    def columns(self) -> tuple:
+        """The Q arrays of wavelength-column indices (empty for unused sub-bands)."""
+        return tuple(np.split(self.column_index, np.cumsum(self.size)[:-1]))
 
 
 def hermite_error_bound(x: float) -> float:
@@ -126,62 +136,121 @@ def _node_step(k_above: np.ndarray, a_min_mag: float, a_max_mag: float, n_nodes:
 
 
 class _SortedBands(NamedTuple):
-    """Every band's sorted k values, concatenated, for greedy runs over all bands at once.
+    """Every band's non-zero columns sorted by k (then column), band after band.
 
     ``key`` is k shifted by ``band · shift`` (shift > the span of k) so that one
-    ``searchsorted`` serves every band; ``stop[i]`` is the end of element i's band.
+    ``searchsorted`` serves every band; ``stop[i]`` is the end of element i's band;
+    ``first`` (n_band + 1,) the offsets of the bands; ``nonempty`` the bands with columns.
     """
 
+    band: np.ndarray
+    column: np.ndarray
+    k: np.ndarray
+    k_above: np.ndarray
     key: np.ndarray
     reach: np.ndarray
     shift: np.ndarray
     stop: np.ndarray
-    bounds: list
+    first: np.ndarray
+    nonempty: np.ndarray
 
 
-def _sorted_bands(sorted_k: list, reach: list) -> _SortedBands:
-    sizes = [k.size for k in sorted_k]
-    bounds = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-    k_all = np.concatenate(sorted_k) if bounds[-1] else np.zeros(0)
-    span = float(np.ptp(k_all)) if k_all.size else 0.0
-    shift = np.repeat(np.arange(len(sizes)) * (2.0 * span + 1.0), sizes)
-    stop = np.repeat(bounds[1:], sizes)
-    return _SortedBands(k_all + shift, np.concatenate(reach) if k_all.size else k_all, shift, stop,
-                        list(zip(bounds[:-1].tolist(), bounds[1:].tolist())))
+def _sorted_bands(band_matrix: np.ndarray, k_curve: np.ndarray, step) -> _SortedBands:
+    """Sort each band's non-zero columns of ``band_matrix`` by ``k_curve`` (ties: by column).
 
-
-def _run_ends(bands: _SortedBands, x: float) -> list[int]:
-    """Where a greedy run starting at each element stops (exclusive), within its band.
-
-    A run starting at i spans ``x·reach[i]`` in k and holds at least its first element.
+    ``step(k_above)`` gives the node step of a sub-band starting ``k_above`` above
+    its band's smallest k: a run starting there may span ``x·reach`` in k, with
+    ``reach = 2 / (c · step)``.
     """
-    start_k = bands.key - bands.shift
-    ends = np.searchsorted(bands.key, (start_k + x * bands.reach) + bands.shift, side="right")
-    return np.clip(ends, np.arange(1, bands.key.size + 1), bands.stop).tolist()
+    band, column = np.nonzero(band_matrix)
+    k = k_curve[column]
+    order = np.lexsort((column, k, band))
+    band, column, k = band[order], column[order], k[order]
+    first = np.concatenate([[0], np.cumsum(np.bincount(band, minlength=band_matrix.shape[0]))])
+    k_above = k - k[first[band]]
+    reach = 2.0 / (MAG_TO_LN * step(k_above)) if k.size else k
+    span = float(np.ptp(k)) if k.size else 0.0
+    shift = band * (2.0 * span + 1.0)
+    nonempty = np.flatnonzero(np.diff(first) > 0)
+    return _SortedBands(band, column, k, k_above, k + shift, reach, shift, first[band + 1], first, nonempty)
 
 
-def _count_runs(bands: _SortedBands, x: float, limit: int) -> int:
-    """Number of greedy runs over all bands for ``x``; stops counting past ``limit``."""
-    ends = _run_ends(bands, x)
-    count = 0
-    for start, stop in bands.bounds:
-        while start < stop and count <= limit:
-            start = ends[start]
-            count += 1
+def _run_ends(bands: _SortedBands, x, start: np.ndarray) -> np.ndarray:
+    """Where greedy runs starting at the elements ``start`` stop (exclusive), within their band.
+
+    A run starting at i spans ``x·reach[i]`` in k and holds at least its first element
+    (``x``: a scalar, or one value per start).
+    """
+    shift = bands.shift[start]
+    ends = np.searchsorted(bands.key, ((bands.key[start] - shift) + x * bands.reach[start]) + shift, side="right")
+    return np.minimum(np.maximum(ends, start + 1), bands.stop[start])
+
+
+def _run_counts(bands: _SortedBands, xs: list, limit: int) -> np.ndarray:
+    """Number of greedy runs over all bands for each x of ``xs`` (counting stops past ``limit``).
+
+    The runs of every band and every x are followed at once, one step per run of
+    the band with the most.
+    """
+    first, stop = bands.first[bands.nonempty], bands.first[bands.nonempty + 1]
+    which = np.repeat(np.arange(len(xs)), first.size)
+    position, stop, x = np.tile(first, len(xs)), np.tile(stop, len(xs)), np.asarray(xs)[which]
+    count = np.zeros(len(xs), dtype=np.int64)
+    while position.size:
+        count += np.bincount(which, minlength=len(xs))
+        end = _run_ends(bands, x, position)
+        going = (end < stop) & (count[which] <= limit)
+        position, stop, x, which = end[going], stop[going], x[going], which[going]
     return count
 
 
-def _runs(bands: _SortedBands, x: float) -> list[list[tuple[int, int]]]:
-    """The greedy runs of :func:`_count_runs` per band, as (start, stop) pairs within the band."""
-    ends = _run_ends(bands, x)
-    out = []
-    for first, stop in bands.bounds:
-        runs, start = [], first
-        while start < stop:
-            runs.append((start - first, ends[start] - first))
-            start = ends[start]
-        out.append(runs)
-    return out
+def _bisection_tree(low: float, high: float, depth: int) -> list[float]:
+    """The midpoints (in log) that ``depth`` steps of bisection of [low, high] may visit."""
+    if depth == 0:
+        return []
+    mid = math.sqrt(low * high)
+    return [mid, *_bisection_tree(low, mid, depth - 1), *_bisection_tree(mid, high, depth - 1)]
+
+
+def _smallest_fitting(fits, low: float, high: float, steps: int = 14, depth: int = 3) -> float:
+    """``low`` if it fits, else the upper end after ``steps`` bisections in log x of [low, high].
+
+    ``fits(xs)`` (monotone in x) is asked for the midpoints of ``depth`` steps at once
+    (one vectorised pass instead of ``depth``); the bisection is the plain one.
+    """
+    candidates = [low, *_bisection_tree(low, high, depth)]
+    known = dict(zip(candidates, fits(candidates).tolist()))
+    if known[low]:
+        return low
+    for _ in range(steps):
+        mid = math.sqrt(low * high)
+        if mid not in known:
+            candidates = _bisection_tree(low, high, depth)
+            known.update(zip(candidates, fits(candidates).tolist()))
+        low, high = (low, mid) if known[mid] else (mid, high)
+    return high
+
+
+def _runs(bands: _SortedBands, x: float) -> tuple[np.ndarray, np.ndarray]:
+    """Start and stop elements of the greedy runs over all bands for ``x``, ascending.
+
+    The runs of every band are followed at once (one step per run of the band with
+    the most).
+    """
+    position = bands.first[bands.nonempty]
+    stop = bands.first[bands.nonempty + 1]
+    starts, ends = [], []
+    while position.size:
+        end = _run_ends(bands, x, position)
+        starts.append(position)
+        ends.append(end)
+        inside = end < stop
+        position, stop = end[inside], stop[inside]
+    if not starts:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    starts, ends = np.concatenate(starts), np.concatenate(ends)
+    order = np.argsort(starts)
+    return starts[order], ends[order]
 
 
 def partition_sub_bands(
@@ -225,60 +294,48 @@ def partition_sub_bands(
         raise ParameterError(f"n_nodes must be >= 2, got {n_nodes}")
     if dusty and not a_max_mag > a_min_mag:
         raise ParameterError(f"need a_max_mag > a_min_mag, got {a_min_mag} and {a_max_mag}")
-    cols = [np.flatnonzero(row != 0.0) for row in w]
     k_all = np.asarray(k_curve, dtype=np.float64) if dusty else np.zeros(w.shape[1])
-    order = [np.argsort(k_all[c], kind="stable") for c in cols]
-    sorted_k = [k_all[c][o] for c, o in zip(cols, order)]
 
-    def step(k_low):
-        return _node_step(np.asarray(k_low, dtype=np.float64), a_min_mag, a_max_mag, n_nodes)
+    def step(k_above):
+        return _node_step(np.asarray(k_above, dtype=np.float64), a_min_mag, a_max_mag, n_nodes)
 
-    # a run starting at k_lo may span x·reach(k_lo) in k: 2x / (c h(k_lo − k_min of its band))
-    reach = [2.0 / (MAG_TO_LN * step(k - k[0])) if k.size else k for k in sorted_k]
-
-    bands = _sorted_bands(sorted_k, reach)
-
-    def n_runs(x):
-        return _count_runs(bands, x, n_sub_bands)
-
-    if dusty:
+    bands = _sorted_bands(w, k_all, step)
+    nonempty = bands.nonempty
+    if dusty and nonempty.size:
         # one sub-band per band bounds the answer; bisect in log x (it spans decades)
-        widest = max((float(k[-1] - k[0]) / r[0] for k, r in zip(sorted_k, reach) if k.size), default=0.0)
-        low, high = widest * 1e-6, max(widest, 1e-300)
-        if n_runs(low) <= n_sub_bands:
-            high = low
-        else:
-            for _ in range(14):  # to a factor 1 + 1e-3 in x (the bound moves by < 0.4 %)
-                mid = math.sqrt(low * high)
-                low, high = (low, mid) if n_runs(mid) <= n_sub_bands else (mid, high)
-        x_target = high
-        groups = _runs(bands, x_target)
+        low_end, high_end = bands.first[nonempty], bands.first[nonempty + 1] - 1
+        widest = float(np.max((bands.k[high_end] - bands.k[low_end]) / bands.reach[low_end]))
+
+        room = n_sub_bands - (n_band - nonempty.size)  # a band without columns takes one (empty) sub-band
+
+        def fits(xs):
+            return _run_counts(bands, xs, room) <= room
+
+        # 14 steps: to a factor 1 + 1e-3 in x (the bound moves by < 0.4 %)
+        starts, stops = _runs(bands, _smallest_fitting(fits, widest * 1e-6, max(widest, 1e-300), steps=14))
     else:
-        groups = [[(0, k.size)] if k.size else [] for k in sorted_k]
-    columns, band, kappa, k_low = [], [], [], []
-    for b, runs in enumerate(groups):
-        for start, stop in runs:
-            columns.append(np.sort(cols[b][order[b][start:stop]]))
-            band.append(b)
-            kappa.append(0.5 * (sorted_k[b][start] + sorted_k[b][stop - 1]))
-            k_low.append(sorted_k[b][start] - sorted_k[b][0])
-        if not runs:  # a band without columns still gets its (empty) sub-band
-            columns.append(np.zeros(0, dtype=np.int64))
-            band.append(b)
-            kappa.append(0.0)
-            k_low.append(0.0)
-    while len(columns) < n_sub_bands:
-        columns.append(np.zeros(0, dtype=np.int64))
-        band.append(0)
-        kappa.append(0.0)
-        k_low.append(0.0)
-    kappa = np.asarray(kappa, dtype=np.float64)
+        starts, stops = bands.first[nonempty], bands.first[nonempty + 1]
+    # sub-bands band after band; a band without columns still gets its (empty) sub-band
+    empty_bands = np.setdiff1d(np.arange(n_band), nonempty)
+    band = np.concatenate([bands.band[starts], empty_bands])
+    order = np.argsort(band, kind="stable")
+    size = np.concatenate([stops - starts, np.zeros(empty_bands.size, dtype=np.int64)])[order]
+    first_k = np.concatenate([bands.k[starts], np.zeros(empty_bands.size)])[order]
+    last_k = np.concatenate([bands.k[stops - 1], np.zeros(empty_bands.size)])[order]
+    k_low = np.concatenate([bands.k_above[starts], np.zeros(empty_bands.size)])[order]
+    padding = n_sub_bands - band.size
+    band = np.concatenate([band[order], np.zeros(padding, dtype=np.int64)]).astype(np.int64)
+    size = np.concatenate([size, np.zeros(padding, dtype=np.int64)]).astype(np.int64)
+    kappa = np.concatenate([0.5 * (first_k + last_k), np.zeros(padding)])
+    # the runs tile the sorted elements band after band: each sub-band's columns, ascending
+    run_of = np.repeat(np.arange(starts.size), stops - starts)
+    column_index = bands.column[np.lexsort((bands.column, run_of))]
     if not dusty:
-        return SubBands(tuple(columns), np.asarray(band, dtype=np.int64), kappa, 0.0, np.ones(len(columns)), 0.0)
-    steps = step(np.asarray(k_low))
-    spreads = np.asarray([0.0 if not c.size else np.ptp(k_all[c]) for c in columns])
-    bound = max(hermite_error_bound(MAG_TO_LN * d * h / 2.0) for d, h in zip(spreads, steps))
-    return SubBands(tuple(columns), np.asarray(band, dtype=np.int64), kappa, float(a_min_mag), steps, bound)
+        return SubBands(column_index, size, band, kappa, 0.0, np.ones(n_sub_bands), 0.0)
+    steps = step(np.concatenate([k_low, np.zeros(padding)]))
+    spreads = np.concatenate([last_k - first_k, np.zeros(padding)])
+    bound = hermite_error_bound(float(np.max(MAG_TO_LN * spreads * steps / 2.0)))
+    return SubBands(column_index, size, band, kappa, float(a_min_mag), steps, bound)
 
 
 def tabulate_sources(
@@ -309,28 +366,54 @@ def tabulate_sources(
     lead = lnu.shape[:-1]
     flat = lnu.reshape(-1, lnu.shape[-1])
     dusty = k_curve is not None
-    sizes = np.asarray([c.size for c in sub_bands.columns])
+    sizes = sub_bands.size
     stops = np.cumsum(sizes)
     starts = stops - sizes
-    columns = np.concatenate(sub_bands.columns).astype(np.int64)
-    # one gather of every sub-band's columns (np.take is ~5x faster than fancy indexing
-    # here), then one small product per sub-band with its basis (R and dR/dA at its nodes).
-    # np.einsum, not matmul: multithreaded BLAS on these small products was up to 50x
-    # slower on a shared 2-core machine (threads spin-waiting on each other)
-    gathered = np.take(flat, columns, axis=1).T.copy()  # (n_col, n_src)
+    columns = sub_bands.column_index
+    # one gather of every sub-band's columns (np.take is ~3x faster than fancy indexing
+    # here), then one small product per sub-band of its basis (R and dR/dA at its nodes)
+    # with its columns of the spectra
+    gathered = np.take(flat, columns, axis=1)  # (n_src, n_col)
     weight = np.asarray(band_matrix, dtype=np.float64)[np.repeat(sub_bands.band, sizes), columns]
     if dusty:
         offset = np.asarray(k_curve, dtype=np.float64)[columns] - np.repeat(sub_bands.kappa, sizes)
         nodes = sub_bands.a_min_mag + np.repeat(sub_bands.a_step_mag, sizes)[:, None] * np.arange(n_nodes)
         decay = weight[:, None] * np.exp(-MAG_TO_LN * offset[:, None] * nodes)
-        basis = np.stack([decay, -MAG_TO_LN * offset[:, None] * decay], axis=2).reshape(columns.size, -1)
+        basis = np.stack([decay, -MAG_TO_LN * offset[:, None] * decay], axis=2).reshape(columns.size, -1).T.copy()
     else:
-        basis = weight[:, None]
-    out = np.zeros((sizes.size, basis.shape[1], flat.shape[0]))
-    for q in np.flatnonzero(sizes):
-        out[q] = np.einsum("pk,ps->ks", basis[starts[q] : stops[q]], gathered[starts[q] : stops[q]])
+        basis = weight[None, :]
+    out = _aligned_empty((sizes.size, basis.shape[0], flat.shape[0]))
+    out[sizes == 0] = 0.0
+    with _single_threaded_blas():
+        for q in np.flatnonzero(sizes).tolist():
+            np.matmul(basis[:, starts[q] : stops[q]], gathered[:, starts[q] : stops[q]].T, out=out[q])
     n_node, n_kind = (n_nodes, 2) if dusty else (1, 1)
     return out.reshape(sizes.size, n_node, n_kind, *lead)
+
+
+def _aligned_empty(shape: tuple, alignment: int = 64) -> np.ndarray:
+    """An uninitialised float64 array whose data start on an ``alignment``-byte boundary:
+    ``jax.device_put`` on the CPU then shares its memory instead of copying it."""
+    n = math.prod(shape)
+    buffer = np.empty(n + alignment // 8, dtype=np.float64)
+    skip = (-buffer.ctypes.data % alignment) // 8
+    return buffer[skip : skip + n].reshape(shape)
+
+
+@functools.cache
+def _blas_controller():
+    from threadpoolctl import ThreadpoolController  # a dependency of bagpipes' sampler (nautilus)
+
+    return ThreadpoolController()
+
+
+def _single_threaded_blas():
+    """Context in which numpy's BLAS runs on one thread.
+
+    The per-sub-band products are small (~34 × 20 × 221): threads only add
+    spin-waiting (6x the CPU time of one thread on a loaded 2-core machine).
+    """
+    return _blas_controller().limit(limits=1, user_api="blas")
 
 
 def interpolate_axis(values: np.ndarray, nodes: np.ndarray, x: float, axis: int) -> np.ndarray:

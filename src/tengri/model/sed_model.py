@@ -358,8 +358,35 @@ class SEDModel:
         )
 
     @cached_property
-    def _band_matrix_jit(self):
-        return jax.jit(self._band_matrix)
+    def _n_igm_columns(self) -> int:
+        """Rest-frame grid points the IGM can dim: bluer than Lyα (×1.001, clear of rounding)."""
+        return int(np.searchsorted(self.wavelength_aa, igm.LYMAN_ALPHA_AA * 1.001))
+
+    def _redshift_terms(self, z):
+        """d_L [cm], age of the universe [Gyr] and the IGM transmission of the first
+        :attr:`_n_igm_columns` grid points (exactly 1 redward) at redshift ``z``."""
+        blue_obs = jnp.asarray(self.wavelength_aa[: self._n_igm_columns]) * (1.0 + z)
+        igm_t = igm.igm_transmission_inoue14(blue_obs, z) if self.igm == "inoue14" else jnp.ones_like(blue_obs)
+        return cosmology.luminosity_distance_cm(z, self.cosmo), cosmology.age_of_universe_gyr(z, self.cosmo), igm_t
+
+    @cached_property
+    def _redshift_terms_jit(self):
+        return jax.jit(self._redshift_terms)
+
+    @cached_property
+    def _numpy_filters(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """ln λ bin widths and packed filter curves as numpy arrays (for :meth:`_band_matrix_at`)."""
+        return (bandpass.log_wavelength_widths(self.wavelength_aa), *bandpass.pack_filters(self.photometry.filters))
+
+    def _band_matrix_at(self, z: float, terms=None) -> np.ndarray:
+        """The band matrix at a known redshift, in numpy (shape (n_band, n_wave)); what
+        :meth:`_band_matrix` gives, computed on the host. ``terms``: :meth:`_redshift_terms` at z."""
+        d_l, _, igm_blue = self._redshift_terms_jit(jnp.asarray(z, jnp.float64)) if terms is None else terms
+        igm_t = np.ones(self.wavelength_aa.size)
+        igm_t[: self._n_igm_columns] = np.asarray(igm_blue)
+        dlnlam, filter_wave, filter_trans = self._numpy_filters
+        return bandpass.band_matrix_numpy(z, np.float64(d_l), self.wavelength_aa, dlnlam, filter_wave, filter_trans,
+                                          igm_t)
 
     def _photometry(self, theta, grids, band_matrix=None):
         state = self._run_chain(theta, grids)
@@ -649,20 +676,25 @@ class SEDModel:
         z_fixed = fixed_values.get("redshift")
         if z_fixed is not None and not z_fixed > 0:
             raise DataError(f"redshift must be > 0, got {z_fixed}")
-        z_for_bounds = z_fixed if z_fixed is not None else _prior_min(self.parameters["redshift"])
-        context = {"age_of_universe": float(cosmology.age_of_universe_gyr(z_for_bounds, self.cosmo))}
+        terms = None
+        if z_fixed is not None:
+            terms = self._redshift_terms_jit(jnp.asarray(z_fixed, jnp.float64))
+            age_gyr = float(terms[1])
+        else:
+            age_gyr = float(cosmology.age_of_universe_gyr(_prior_min(self.parameters["redshift"]), self.cosmo))
+        context = {"age_of_universe": age_gyr}
         ctx = {
             "table": jnp.asarray(self.parameters.prior_table(context)),
             "fixed": jnp.asarray([fixed_values[n] for n in sorted(fixed_values)], jnp.float64),
         }
         if z_fixed is not None and self.photometry is not None:
-            w = self._band_matrix_jit(jnp.asarray(z_fixed), self.grids)
-            if np.any(np.asarray(jnp.sum(w, axis=1)) <= 0):
-                bad = [self.photometry.filter_names[i] for i in np.flatnonzero(np.asarray(jnp.sum(w, axis=1)) <= 0)]
+            w = self._band_matrix_at(z_fixed, terms)
+            if np.any(np.sum(w, axis=1) <= 0):
+                bad = [self.photometry.filter_names[i] for i in np.flatnonzero(np.sum(w, axis=1) <= 0)]
                 raise DataError(f"filters {bad} fall outside the model wavelength grid at z={z_fixed}")
-            ctx["band_matrix"] = w
+            ctx["band_matrix"] = jax.device_put(w)
             if self._band_table_plan is not None:
-                ctx["band_tables"] = self._band_tables(np.asarray(w), fixed_values)
+                ctx["band_tables"] = self._band_tables(w, fixed_values, age_gyr)
         return ctx
 
     @cached_property
@@ -809,7 +841,10 @@ class SEDModel:
             lit = np.asarray(nebular_physics.nebular_age_weights(edges, neb_edges, self.t_bc_yr)).sum(axis=0) > 0
             plan["nebular_ages"] = np.flatnonzero(lit)
         z = self.parameters.fixed_values["redshift"]
-        w = np.asarray(self._band_matrix_jit(jnp.asarray(z), self.grids))
+        # a per-galaxy redshift is configured as 0 (d_L = 0): W is then inf/NaN, so every
+        # column of every band counts as seen
+        with np.errstate(divide="ignore", invalid="ignore"):
+            w = self._band_matrix_at(float(z))
         n_band = w.shape[0]
         plan["n_sub_bands"] = self._fewest_sub_bands(w, plan, [round(f * n_band) for f in _SUB_BANDS_PER_BAND])
         plan["dust_emission"] = next((c for c in self.components if isinstance(c, comp.DustEmission)), None)
@@ -876,6 +911,21 @@ class SEDModel:
             spectra["nebular"] = neb
         return spectra
 
+    @cached_property
+    def _source_spectra_cache(self) -> dict:
+        return {}
+
+    def _cached_source_spectra(self, fixed_values: Mapping[str, float]) -> dict:
+        """:meth:`_source_spectra`, kept for the last few fixed metallicity / log U values
+        (galaxies of a catalog usually share them)."""
+        key = tuple((name, fixed_values[name]) for name in ("metallicity", "log_u") if name in fixed_values)
+        cache = self._source_spectra_cache
+        if key not in cache:
+            if len(cache) >= _SOURCE_SPECTRA_KEPT:
+                cache.pop(next(iter(cache)))
+            cache[key] = self._source_spectra(fixed_values)
+        return cache[key]
+
     def _attenuation_range(self, fixed_values: Mapping[str, float]) -> tuple[float, float]:
         """A_V and η·A_V range [mag] of one galaxy (its fixed values, else the priors)."""
         return _attenuation_range(
@@ -891,22 +941,24 @@ class SEDModel:
             sub = band_tables.partition_sub_bands(weights, None, weights.shape[0])
         else:
             sub = band_tables.partition_sub_bands(weights, k, n_sub, *a_range, plan["n_nodes"])
-        out = {name: jnp.asarray(band_tables.tabulate_sources(lnu, weights, sub, k, plan["n_nodes"]))
+        # device_put, not jnp.asarray: several times faster on these (Q, n_node, 2, n_src) tables
+        out = {name: jax.device_put(band_tables.tabulate_sources(lnu, weights, sub, k, plan["n_nodes"]))
                for name, lnu in spectra.items()}
-        out.update({
-            "kappa": jnp.asarray(sub.kappa),
-            "row_of": jnp.asarray(np.eye(weights.shape[0])[sub.band]),
-            "a_min": jnp.asarray(sub.a_min_mag),
-            "a_step": jnp.asarray(sub.a_step_mag),
-            "error_bound": jnp.asarray(sub.error_bound),
-        })
+        out.update(jax.device_put({
+            "kappa": sub.kappa,
+            "row_of": np.eye(weights.shape[0])[sub.band],
+            "a_min": np.float64(sub.a_min_mag),
+            "a_step": sub.a_step_mag,
+            "error_bound": np.float64(sub.error_bound),
+        }))
         return out
 
-    def _band_tables(self, band_matrix: np.ndarray, fixed_values: Mapping[str, float]) -> dict:
+    def _band_tables(self, band_matrix: np.ndarray, fixed_values: Mapping[str, float],
+                     age_of_universe_gyr: float) -> dict:
         """One galaxy's band tables (numpy work, done once per galaxy)."""
         plan = self._band_table_plan
         a_range = None if plan["k"] is None else self._attenuation_range(fixed_values)
-        spectra = self._source_spectra(fixed_values)
+        spectra = self._cached_source_spectra(fixed_values)
         out = self._tables_of(spectra, band_matrix, plan["n_sub_bands"], a_range)
         bound = float(out["error_bound"])
         if bound > _BAND_TABLE_WARNING:
@@ -919,9 +971,7 @@ class SEDModel:
             )
         out["ssp_z"] = jnp.asarray(self.ssp.metallicity_zsun, jnp.float64)
         out.update(self._age_weights)
-        out["age_of_universe_yr"] = jnp.asarray(
-            float(cosmology.age_of_universe_gyr(fixed_values["redshift"], self.cosmo)) * _GYR
-        )
+        out["age_of_universe_yr"] = jax.device_put(np.float64(age_of_universe_gyr * _GYR))
         if self.nebular:
             out["neb_z"], out["neb_log_u"] = self.grids["neb_z"], self.grids["neb_log_u"]
         if plan["dust_emission"] is not None:
@@ -1068,6 +1118,7 @@ _BAND_TABLE_COMPONENTS = (comp.StarFormationHistory, comp.StellarPopulation, com
 _SUB_BANDS_PER_BAND = (1, 1.5, 2, 3, 4, 6, 8)
 _BOLOMETRIC_SUB_BANDS = (8, 16, 24, 32, 48, 64, 96, 128)  # the absorbed luminosity spans all k
 _ATTENUATION_STEP_MAG = 0.25
+_SOURCE_SPECTRA_KEPT = 4  # contracted source spectra kept per model (~6 MB each for 221 ages)
 _BAND_TABLE_TOLERANCE = 1e-6
 _BAND_TABLE_WARNING = 1e-4
 
