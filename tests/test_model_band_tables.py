@@ -8,6 +8,7 @@ from conftest import DEMO_FILTERS
 
 from tengri import Fixed, LogUniform, Normal, Parameters, Photometry, SEDModel, Uniform
 from tengri.model import band_tables
+from tengri.physics import attenuation
 
 N_DRAWS = 64
 
@@ -289,3 +290,14 @@ def test_host_band_matrix_equals_the_jitted_one():
         assert np.array_equal(host != 0, jitted != 0)
         np.testing.assert_allclose(host, jitted, rtol=0, atol=1e-13 * jitted.max())
     assert np.any(host[0] < jitted[0].max() * 1e-3)  # GALEX FUV at z = 3 is dimmed by the IGM
+
+
+def test_one_sub_band_per_band_when_n_sub_bands_is_the_number_of_bands():
+    # x = widest then covers each band exactly: rounding must not split one in two
+    model = _model(False, "calzetti", True, redshift=Uniform(0.5, 4.0))
+    k = np.asarray(attenuation.attenuation_curve("calzetti")(model.wavelength_aa))
+    for z in (0.5, 1.6, 3.0):
+        w = model._band_matrix_at(z)
+        sub = band_tables.partition_sub_bands(w, k, w.shape[0], 0.0, 4.0, 17)
+        np.testing.assert_array_equal(sub.band, np.arange(w.shape[0]))
+        np.testing.assert_array_equal(sub.size, np.count_nonzero(w, axis=1))

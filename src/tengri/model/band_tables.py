@@ -312,7 +312,11 @@ def partition_sub_bands(
             return _run_counts(bands, xs, room) <= room
 
         # 14 steps: to a factor 1 + 1e-3 in x (the bound moves by < 0.4 %)
-        starts, stops = _runs(bands, _smallest_fitting(fits, widest * 1e-6, max(widest, 1e-300), steps=14))
+        x = _smallest_fitting(fits, widest * 1e-6, max(widest, 1e-300), steps=14)
+        starts, stops = _runs(bands, x)
+        while starts.size > room:  # at x = widest rounding may leave a band's last column out of its run
+            x *= 1.0 + 1e-9
+            starts, stops = _runs(bands, x)
     else:
         starts, stops = bands.first[nonempty], bands.first[nonempty + 1]
     # sub-bands band after band; a band without columns still gets its (empty) sub-band
