@@ -301,3 +301,13 @@ def test_one_sub_band_per_band_when_n_sub_bands_is_the_number_of_bands():
         sub = band_tables.partition_sub_bands(w, k, w.shape[0], 0.0, 4.0, 17)
         np.testing.assert_array_equal(sub.band, np.arange(w.shape[0]))
         np.testing.assert_array_equal(sub.size, np.count_nonzero(w, axis=1))
+
+
+def test_sub_bands_of_a_catalog_redshift_are_tuned_at_typical_redshifts():
+    # a catalog column is configured as the placeholder Fixed(0.0): no band matrix exists there
+    model = _model(False, "calzetti", True, redshift=0.0, per_galaxy=("redshift",))
+    n_sub = model._band_table_plan["n_sub_bands"]
+    assert n_sub < 8 * 12  # (tuned at z = 0 every band spanned the whole grid: the largest choice)
+    for z in (0.5, 3.0):
+        bound = float(model.prepare({"redshift": z})["band_tables"]["error_bound"])
+        assert bound <= 1e-6

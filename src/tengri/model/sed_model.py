@@ -841,12 +841,11 @@ class SEDModel:
             lit = np.asarray(nebular_physics.nebular_age_weights(edges, neb_edges, self.t_bc_yr)).sum(axis=0) > 0
             plan["nebular_ages"] = np.flatnonzero(lit)
         z = self.parameters.fixed_values["redshift"]
-        # a per-galaxy redshift is configured as 0 (d_L = 0): W is then inf/NaN, so every
-        # column of every band counts as seen
-        with np.errstate(divide="ignore", invalid="ignore"):
-            w = self._band_matrix_at(float(z))
-        n_band = w.shape[0]
-        plan["n_sub_bands"] = self._fewest_sub_bands(w, plan, [round(f * n_band) for f in _SUB_BANDS_PER_BAND])
+        # a per-galaxy redshift is configured as a placeholder 0 (no band matrix there):
+        # the sub-bands are then tuned to fit the typical redshifts
+        candidates = [round(f * self.photometry.n_data) for f in _SUB_BANDS_PER_BAND]
+        plan["n_sub_bands"] = max(self._fewest_sub_bands(self._band_matrix_at(float(z_tune)), plan, candidates)
+                                  for z_tune in ((z,) if z > 0 else _TUNING_REDSHIFTS))
         plan["dust_emission"] = next((c for c in self.components if isinstance(c, comp.DustEmission)), None)
         if plan["dust_emission"] is not None:
             names = dust_emission_physics.DUST_EMISSION_MODELS[plan["dust_emission"].model].param_names
@@ -962,10 +961,12 @@ class SEDModel:
         out = self._tables_of(spectra, band_matrix, plan["n_sub_bands"], a_range)
         bound = float(out["error_bound"])
         if bound > _BAND_TABLE_WARNING:
+            configured = self.parameters.fixed_values["redshift"]
+            tuned = f"the configured z={configured}" if configured > 0 else f"z in {_TUNING_REDSHIFTS}"
             warnings.warn(
                 f"band tables at z={fixed_values['redshift']}: the interpolation error bound in "
                 f"attenuation is {bound:.1e} (relative), for {plan['n_sub_bands']} sub-bands tuned at "
-                f"the configured z={self.parameters.fixed_values['redshift']}; expect errors of that "
+                f"{tuned}; expect errors of that "
                 "size in bands far in the rest-frame ultraviolet (see tengri.model.band_tables)",
                 RuntimeWarning, stacklevel=3,
             )
@@ -1116,6 +1117,7 @@ def _prior_min(prior: Prior) -> float:
 _BAND_TABLE_COMPONENTS = (comp.StarFormationHistory, comp.StellarPopulation, comp.NebularEmission,
                           comp.DustAttenuation, comp.DustEmission)
 _SUB_BANDS_PER_BAND = (1, 1.5, 2, 3, 4, 6, 8)
+_TUNING_REDSHIFTS = (0.5, 1.0, 2.0, 4.0, 6.0)  # sub-bands for a per-galaxy redshift fit all of these
 _BOLOMETRIC_SUB_BANDS = (8, 16, 24, 32, 48, 64, 96, 128)  # the absorbed luminosity spans all k
 _ATTENUATION_STEP_MAG = 0.25
 _SOURCE_SPECTRA_KEPT = 4  # contracted source spectra kept per model (~6 MB each for 221 ages)
