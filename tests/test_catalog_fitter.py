@@ -65,6 +65,24 @@ def test_options_and_bad_input_are_refused(small_model):
 N_PAD = 8  # one batch shape for every test here: the batched engine compiles once
 
 
+def ridge_and_easy_galaxies(model):
+    """Three galaxies at S/N 20: one on the short-τ ridge of the age–τ degeneracy
+    (τ = 0.06 Gyr, 3 Gyr old: a staircase of local optima along the ridge, where
+    1-ulp differences in the objective grow to O(1) parameter differences within
+    tens of L-BFGS iterations), and two ordinary ones."""
+    rng = np.random.default_rng(11)
+    thetas = [{"redshift": 0.6, "stellar_mass": 10.3, "age_gyr": 3.0, "tau_gyr": 0.06, "av": 0.3},
+              {"redshift": 1.3, "stellar_mass": 10.0, "age_gyr": 1.5, "tau_gyr": 1.0, "av": 0.6},
+              {"redshift": 0.9, "stellar_mass": 9.7, "age_gyr": 0.8, "tau_gyr": 2.0, "av": 1.2}]
+    gals = []
+    for i, theta in enumerate(thetas):
+        flux = model.predict_photometry({**theta, "metallicity": 1.0})
+        noise = flux / 20
+        gals.append({"id": f"r{i}", "flux_obs": flux + noise * rng.standard_normal(flux.shape),
+                     "noise": noise, "redshift": theta["redshift"]})
+    return gals
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("batch_mode", [
     "scan",
@@ -73,21 +91,28 @@ N_PAD = 8  # one batch shape for every test here: the batched engine compiles on
         reason="jax.vmap of the MAP engine takes minutes to compile on a CPU; set TENGRI_TEST_VMAP=1")),
 ])
 def test_batched_map_equals_per_galaxy_fitter(small_model, batch_mode):
-    """12 galaxies in CI (bench/catalog.py --check-fitter N compares on the real catalog)."""
+    """The batched MAP runs each galaxy's own optimisation: with ``lax.map`` the very
+    same iterates as the Fitter (loss histories equal to the last bit, which fails as
+    soon as the batch evaluates the objective with other round-off); with ``vmap``
+    the same optimum to 1e-4. bench/catalog.py --check-fitter N does this on the real
+    catalog."""
     from tengri.inference.fitter import Fitter
 
-    gals = mock_galaxies(small_model, 12, seed=1)
+    gals = ridge_and_easy_galaxies(small_model)
     key = jax.random.PRNGKey(3)
     result = CatalogFitter(small_model, gals, method="map", key=key, n_pad=N_PAD, batch_mode=batch_mode,
                            n_starts=2).run()
     assert result.strategy == "batched" and result.n_failed == 0
     for i, gal in enumerate(gals):
         ref = Fitter(small_model, gal["flux_obs"], gal["noise"], fixed={"redshift": gal["redshift"]})
-        expected = ref.run("map", key=galaxy_key(key, i), n_starts=2).params
-        got = result.posteriors[i].params
+        expected = ref.run("map", key=galaxy_key(key, i), n_starts=2)
+        got = result.posteriors[i]
         for name in small_model.parameters.free_names:
-            assert abs(got[name] - expected[name]) < 1e-4, (i, name, got[name], expected[name])
-        assert result.summary[i]["stellar_mass_p50"] == pytest.approx(got["stellar_mass"])
+            assert abs(got.params[name] - expected.params[name]) < 1e-4, (i, name, got.params[name],
+                                                                          expected.params[name])
+        if batch_mode == "scan":
+            np.testing.assert_array_equal(got.loss_history, expected.loss_history, err_msg=gal["id"])
+        assert result.summary[i]["stellar_mass_p50"] == pytest.approx(got.params["stellar_mass"])
 
 
 @pytest.mark.slow

@@ -8,6 +8,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from methods_targets import (
     count_xla_compilations,
@@ -113,6 +114,34 @@ def test_map_keeps_the_start_with_the_highest_posterior():
     result = run_map(problem, KEY, n_starts=8)
     assert result.point[0] == pytest.approx(1.5, abs=1e-3)
     assert result.diagnostics["best_start"] != 0
+
+
+def test_a_failed_line_search_empties_the_lbfgs_memory_and_nothing_else():
+    from tengri.inference.methods.optimize import _forget_curvature_if_line_search_failed, _lbfgs
+
+    solver = _lbfgs()
+
+    def objective(z):
+        return jnp.sum(z ** 4) + z[0] * z[1]
+
+    z = jnp.array([1.0, -2.0])
+    state = solver.init(z)
+    for _ in range(3):  # fill the memory with a few (s, y) pairs
+        value, grad = jax.value_and_grad(objective)(z)
+        updates, state = solver.update(grad, state, z, value=value, grad=grad, value_fn=objective)
+        z = z + updates
+    assert int(state[0].count) == 3 and float(jnp.abs(state[0].diff_params_memory).sum()) > 0
+
+    def with_decrease_error(error):
+        info = optax.tree_utils.tree_get(state, "info")
+        return optax.tree_utils.tree_set(state, info=info._replace(decrease_error=jnp.asarray(error)))
+
+    kept = _forget_curvature_if_line_search_failed(solver, with_decrease_error(0.0), z)
+    assert jax.tree.all(jax.tree.map(lambda a, b: bool(jnp.all(a == b)), kept, with_decrease_error(0.0)))
+    failed = with_decrease_error(1e-3)
+    reset = _forget_curvature_if_line_search_failed(solver, failed, z)
+    assert int(reset[0].count) == 0 and float(jnp.abs(reset[0].diff_params_memory).sum()) == 0
+    assert jax.tree.all(jax.tree.map(lambda a, b: bool(jnp.all(a == b)), reset[1:], failed[1:]))
 
 
 def test_map_iteration_limit_is_traced_so_changing_it_does_not_recompile(gaussian):
