@@ -1,15 +1,32 @@
 """Recovery of known truths by NUTS on mocks made with tengri's own model.
 
 The foundation issue's acceptance at full size: N mocks (default 20) drawn from
-the priors of a delayed-τ + Calzetti model (12 bands GALEX → IRAC, S/N 20,
-redshift known per galaxy, uniform in [0.3, 2.5]), each fitted by NUTS with
-4 chains. Reported: the fraction of (galaxy, parameter) pairs whose truth lies in
-the 16–84% interval (expect 68% ± 15%), the largest split-R̂ (target < 1.01), and
-wall times. Mocks are fitted in parallel worker processes (``--workers``), so a
-many-core machine runs the whole set in a few minutes; each worker compiles once.
-``tests/test_recovery_nuts.py`` is the CI-sized version of the same check.
+the priors of a delayed-τ + Calzetti model (12 bands GALEX → IRAC, redshift known
+per galaxy, uniform in [0.3, 2.5]), each fitted by NUTS with 4 chains. Reported:
+the fraction of (galaxy, parameter) pairs whose truth lies in the 16–84% interval
+(expect 68% ± 15%), the largest split-R̂ (target < 1.01), ESS, divergences and
+wall times. Mocks are fitted in parallel worker processes (``--workers``); each
+worker compiles once. ``tests/test_recovery_nuts.py`` is the CI-sized version.
 
-    .venv/bin/python bench/recovery.py [--n 20] [--workers 2] [--nebular] [--ssp-npz PATH]
+Noise model (a change of the benchmark definition, 2026-11-26). Each band's
+1σ error is
+
+    σ_b = sqrt((f_b / SNR)² + σ_floor,b²),   σ_floor,b = f_AB(m_5σ,b) / 5,
+
+with SNR = 20 and f_AB(m) = 10^(-0.4 (m + 48.6)) erg/s/cm²/Hz: 5% of the flux
+plus a sky/background floor set by a 5σ point-source limiting magnitude per band
+(``DEPTH_5SIGMA_AB``, rounded depths of the deep GOODS-S imaging used by 3D-HST /
+CANDELS: GALEX deep 25.5, U 26.5, optical 26.5–27, near-IR 26, IRAC 25.5). The
+mocks' noisy fluxes are drawn with that σ and the fit uses the same σ. Before,
+every band had 5% errors (``--noise-floor-mag none``, still available): a
+quiescent mock then had 5% errors on GALEX/u fluxes ~1e-5 of its optical flux,
+which no survey quotes, and the FUV flux of an old population, changing by
+orders of magnitude with τ, made an exponentially steep "wall" in τ that NUTS
+diverged at and mixed slowly along. ``--noise-floor-mag 26`` uses one depth for
+every band.
+
+    .venv/bin/python bench/recovery.py [--n 20] [--workers 2] [--warmup 500] [--samples 1000]
+        [--noise-floor-mag depths|none|MAG] [--nebular] [--ssp-npz PATH] [--name NAME]
 """
 
 from __future__ import annotations
@@ -28,6 +45,42 @@ from _common import ssp_grid_from_npz, write_json  # noqa: E402
 FILTERS = ["galex_FUV", "galex_NUV", "sdss_u0", "sdss_g0", "sdss_r0", "sdss_i0", "sdss_z0",
            "twomass_J", "twomass_H", "twomass_Ks", "spitzer_irac_ch1", "spitzer_irac_ch2"]
 SNR = 20.0
+# 5σ point-source limiting magnitudes [AB], rounded GOODS-S depths (GALEX deep
+# imaging; 3D-HST / CANDELS U, ACS, WFC3/ground near-IR, SEDS IRAC).
+DEPTH_5SIGMA_AB = {"galex_FUV": 25.5, "galex_NUV": 25.5, "sdss_u0": 26.5, "sdss_g0": 27.0,
+                   "sdss_r0": 27.0, "sdss_i0": 26.8, "sdss_z0": 26.5, "twomass_J": 26.0,
+                   "twomass_H": 26.0, "twomass_Ks": 25.5, "spitzer_irac_ch1": 25.5,
+                   "spitzer_irac_ch2": 25.5}
+NOISE_FLOOR_DEFAULT = "depths"
+
+
+def ab_mag_to_fnu_cgs(mag_ab):
+    """f_ν [erg/s/cm²/Hz] of an AB magnitude (scalar or array)."""
+    return 10.0 ** (-0.4 * (np.asarray(mag_ab, dtype=float) + 48.6))
+
+
+def noise_floor_cgs(noise_floor_mag) -> np.ndarray:
+    """Per-band 1σ noise floor [erg/s/cm²/Hz], shape (n_band,), in ``FILTERS`` order.
+
+    ``noise_floor_mag``: "depths" (``DEPTH_5SIGMA_AB``), "none" (no floor: zeros),
+    or one 5σ limiting AB magnitude for every band (number or numeric string).
+    """
+    if noise_floor_mag is None or str(noise_floor_mag).lower() == "none":
+        return np.zeros(len(FILTERS))
+    if str(noise_floor_mag).lower() == "depths":
+        return ab_mag_to_fnu_cgs([DEPTH_5SIGMA_AB[f] for f in FILTERS]) / 5.0
+    try:
+        mag = float(noise_floor_mag)
+    except ValueError:
+        raise ValueError(f"noise_floor_mag must be 'depths', 'none' or an AB magnitude, "
+                         f"got {noise_floor_mag!r}") from None
+    return np.full(len(FILTERS), ab_mag_to_fnu_cgs(mag) / 5.0)
+
+
+def mock_noise_cgs(flux_cgs, noise_floor_mag=NOISE_FLOOR_DEFAULT, snr: float = SNR) -> np.ndarray:
+    """1σ errors [erg/s/cm²/Hz], shape of ``flux_cgs``: |f|/snr and the floor in quadrature."""
+    flux = np.asarray(flux_cgs, dtype=float)
+    return np.sqrt((np.abs(flux) / snr) ** 2 + noise_floor_cgs(noise_floor_mag) ** 2)
 
 
 def recovery_model(nebular: bool, ssp_npz: str | None = None):
@@ -45,8 +98,11 @@ def recovery_model(nebular: bool, ssp_npz: str | None = None):
                     cosmology={"h0": 70.0, "om0": 0.3}, ssp=ssp, per_galaxy=("redshift",))
 
 
-def mock(model, index: int, seed: int):
-    """Truth, noisy fluxes and noise of mock ``index`` (deterministic in (index, seed))."""
+def mock(model, index: int, seed: int, noise_floor_mag=NOISE_FLOOR_DEFAULT):
+    """Truth, noisy fluxes and noise of mock ``index`` (deterministic in (index, seed)).
+
+    Fluxes and noise in erg/s/cm²/Hz, shape (n_band,); noise from ``mock_noise_cgs``.
+    """
     import jax
 
     from tengri.physics.cosmology import age_of_universe_gyr
@@ -56,12 +112,13 @@ def mock(model, index: int, seed: int):
     context = {"age_of_universe": float(age_of_universe_gyr(z, model.cosmo))}
     draw = model.parameters.sample(jax.random.fold_in(jax.random.PRNGKey(seed), index), 1, context=context)
     truth = {k: float(np.asarray(v)[0]) for k, v in draw.items()} | {"redshift": z}
-    flux = model.predict_photometry(truth)
-    noise = np.abs(flux) / SNR
+    flux = np.asarray(model.predict_photometry(truth))
+    noise = mock_noise_cgs(flux, noise_floor_mag)
     return truth, flux + noise * rng.standard_normal(flux.shape), noise
 
 
-def fit_mocks(indices, seed: int, nebular: bool, ssp_npz, nuts: dict) -> list[dict]:
+def fit_mocks(indices, seed: int, nebular: bool, ssp_npz, nuts: dict,
+              noise_floor_mag=NOISE_FLOOR_DEFAULT) -> list[dict]:
     """Fit the given mocks with NUTS; one record per mock."""
     import jax
 
@@ -70,7 +127,7 @@ def fit_mocks(indices, seed: int, nebular: bool, ssp_npz, nuts: dict) -> list[di
     model = recovery_model(nebular, ssp_npz)
     records = []
     for i in indices:
-        truth, flux, noise = mock(model, i, seed)
+        truth, flux, noise = mock(model, i, seed, noise_floor_mag)
         start = time.perf_counter()
         post = Fitter(model, flux, noise, fixed={"redshift": truth["redshift"]}).run(
             "nuts", key=jax.random.PRNGKey(i), **nuts)
@@ -86,6 +143,8 @@ def fit_mocks(indices, seed: int, nebular: bool, ssp_npz, nuts: dict) -> list[di
                         "divergences_per_chain": np.asarray(diagnostics["divergences_per_chain"]).tolist(),
                         "step_size_per_chain": np.asarray(diagnostics["step_size_per_chain"]).tolist(),
                         "acceptance_rate": float(diagnostics["acceptance_rate"]),
+                        "floor_dominated_bands": [f for f, fl, n in zip(FILTERS, flux, noise)
+                                                  if abs(fl) / SNR < n / np.sqrt(2)],
                         "truth": truth})
     return records
 
@@ -109,6 +168,8 @@ def summarise(records: list[dict]) -> dict:
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=20)
+    parser.add_argument("--indices", default=None,
+                        help="comma-separated mock indices to fit instead of 0..n-1 (probes)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seed", type=int, default=2024)
     parser.add_argument("--nebular", action="store_true")
@@ -121,23 +182,37 @@ def main():
     parser.add_argument("--target-accept", type=float, default=0.9, help="NUTS target acceptance")
     parser.add_argument("--init-jitter", type=float, default=None,
                         help="latent sd of the chains' starts around the MAP (default: packaged)")
+    parser.add_argument("--noise-floor-mag", default=NOISE_FLOOR_DEFAULT,
+                        help="'depths' (per-band 5σ depths, default), 'none' (the old S/N 20 "
+                             "everywhere) or one 5σ AB depth for every band")
     parser.add_argument("--name", default="recovery")
     args = parser.parse_args()
     nuts = {"n_chains": args.chains, "n_warmup": args.warmup, "n_samples": args.samples, "use_dense": True}
     nuts["target_accept"] = args.target_accept
     if args.init_jitter is not None:
         nuts["init_jitter"] = args.init_jitter
-    groups = [list(range(w, args.n, args.workers)) for w in range(args.workers)]
+    indices = ([int(i) for i in args.indices.split(",")] if args.indices else list(range(args.n)))
+    groups = [indices[w::args.workers] for w in range(args.workers)]
     start = time.perf_counter()
-    jobs = [(g, args.seed, args.nebular, args.ssp_npz, nuts) for g in groups if g]
+    noise_floor_cgs(args.noise_floor_mag)  # a bad value fails here, before any worker starts
+    jobs = [(g, args.seed, args.nebular, args.ssp_npz, nuts, args.noise_floor_mag) for g in groups if g]
     if args.workers == 1:
         records = fit_mocks(*jobs[0])
     else:
         with mp.get_context("spawn").Pool(len(jobs)) as pool:
             records = [r for chunk in pool.starmap(fit_mocks, jobs) for r in chunk]
     records.sort(key=lambda r: r["index"])
-    result = {"settings": {"nuts": nuts, "snr": SNR, "nebular": args.nebular, "workers": args.workers,
-                           "seed": args.seed},
+    floor = noise_floor_cgs(args.noise_floor_mag)
+    noise_model = ("sigma_b = sqrt((f_b/snr)^2 + sigma_floor_b^2), sigma_floor_b = f_AB(m_5sigma_b)/5"
+                   if floor.any() else "sigma_b = |f_b|/snr (no floor)")
+    result = {"settings": {"nuts": nuts, "snr": SNR, "noise_model": noise_model,
+                           "noise_floor_mag": args.noise_floor_mag,
+                           "depth_5sigma_ab": ({f: DEPTH_5SIGMA_AB[f] for f in FILTERS}
+                                               if str(args.noise_floor_mag).lower() == "depths" else
+                                               None if not floor.any() else float(args.noise_floor_mag)),
+                           "noise_floor_cgs": floor.tolist(),
+                           "nebular": args.nebular, "workers": args.workers, "seed": args.seed,
+                           "indices": indices},
               "summary": summarise(records), "wall_s": time.perf_counter() - start,
               "per_mock": records,
               "targets": "coverage_68 in [0.53, 0.83]; rhat_max < 1.01"}

@@ -1,26 +1,23 @@
-"""Recovery: NUTS on mocks made with tengri's own model (foundation acceptance; a reduced size, still beyond the CI budget: marked full).
+"""Recovery: NUTS on mocks made with tengri's own model (foundation acceptance, reduced size).
 
 The mocks and fits are those of ``bench/recovery.py`` (delayed τ + Calzetti, 12
-bands GALEX → IRAC, S/N 20, redshift known per galaxy), fewer and shorter so the
-test fits the CI budget: 8 mocks, 2 chains of 200 warm-up + 200 draws. For
+bands GALEX → IRAC, redshift known per galaxy) with its default noise model:
+5% of each band's flux plus a per-band sky floor from GOODS-S-like 5σ depths
+(``recovery.DEPTH_5SIGMA_AB``; the old S/N-20-everywhere mocks are
+``noise_floor_mag="none"``). Fewer mocks and shorter chains than the bench so the
+test stays small: N_MOCKS mocks, 2 chains of 200 warm-up + 200 draws. For
 calibrated posteriors the truth falls inside the 16–84% interval for 68% of the
-40 (galaxy, parameter) pairs; the band asserted is 68% ± 3 binomial σ (±22%).
-The full-size run (20 mocks, 4 chains × 1000 draws) is ``bench/recovery.py``,
-recorded in ``bench/records/recovery_h100_host_16core.json``: coverage 72% of
-100 pairs, but split-R̂ up to 1.26 (median 1.013) with hundreds of divergences
-in some chains — the R̂ < 1.01 target is not met yet.
+(galaxy, parameter) pairs; the band asserted is 68% ± 3 binomial σ. The chains
+are too short for split-R̂ < 1.01 (that is the bench's job, recorded in
+``bench/records/recovery_cpu_2core.json``); here the median R̂ must be < 1.05
+and no chain may diverge more than a few percent of its draws.
 
-Why (issue 2, measured on mock 13): the model is smooth where the chains go (jax.grad
-matches finite differences; the SSP age-bin edges give derivative jumps of ~1e-3
-relative, and assigning the mass linearly between SSP ages instead did not change the
-divergence count), but the mocks' noise is 5% of each band's flux, also in GALEX/u
-where a quiescent galaxy is ~1e-5 of its optical flux: past a τ-dependent wall the
-UV residuals grow from ~1σ to ~10⁴σ within 0.8 latent units, so the posterior is a
-plateau in τ bounded by an exponentially steep wall, with preconditioned Hessian
-eigenvalues from ~0.1 to ~400 (some negative) across the bulk. NUTS diverges at the
-wall (181 divergences in 4 × 500 draws at target_accept 0.8, 51 at 0.9, 17 at 0.95)
-and mixes slowly along τ (ESS 100–500 of 2000), so split-R̂ over 8 half-chains
-scatters above 1.01. Chains now start dispersed around the MAP (``init_jitter``).
+Why the floor (issue 2, measured on mock 13 with S/N 20 everywhere): 5% errors on
+GALEX/u fluxes ~1e-5 of a quiescent galaxy's optical flux made the UV residuals
+grow from ~1σ to ~10⁴σ within 0.8 latent units of τ, an exponentially steep wall
+that NUTS diverged at (181 divergences in 4 × 500 draws at target_accept 0.8) and
+mixed slowly along (ESS 100–500 of 2000). No survey quotes such errors on fluxes
+that faint: its background sets a floor.
 """
 
 import sys
@@ -31,8 +28,27 @@ from conftest import REPO
 
 sys.path.insert(0, str(REPO / "bench"))
 
+import numpy as np
+
 N_MOCKS = 8
 NUTS_CI = {"n_chains": 2, "n_warmup": 200, "n_samples": 200, "use_dense": True, "target_accept": 0.9}
+
+
+def test_mock_noise_is_five_percent_and_the_depth_floor_in_quadrature():
+    from recovery import DEPTH_5SIGMA_AB, FILTERS, SNR, mock_noise_cgs, noise_floor_cgs
+
+    floor = noise_floor_cgs("depths")
+    # a 5σ depth of m AB is 5 floor σ: m = -2.5 log10(5 σ) - 48.6
+    np.testing.assert_allclose(-2.5 * np.log10(5 * floor) - 48.6, [DEPTH_5SIGMA_AB[f] for f in FILTERS])
+    bright, faint = np.full(len(FILTERS), 1e-26), np.full(len(FILTERS), 1e-33)
+    np.testing.assert_allclose(mock_noise_cgs(bright), bright / SNR, rtol=1e-6)  # ~16 AB: floor negligible
+    np.testing.assert_allclose(mock_noise_cgs(faint), floor, rtol=1e-6)          # ~34 AB: floor only
+    at_floor = floor * SNR  # flux whose 5% equals the floor: the two add in quadrature
+    np.testing.assert_allclose(mock_noise_cgs(at_floor), np.sqrt(2) * floor)
+    np.testing.assert_allclose(mock_noise_cgs(faint, "none"), faint / SNR)       # the old definition
+    np.testing.assert_allclose(noise_floor_cgs(26), np.full(len(FILTERS), 10 ** (-0.4 * 74.6) / 5))
+    with pytest.raises(ValueError, match="noise_floor_mag"):
+        noise_floor_cgs("deep")
 
 
 @pytest.mark.slow
@@ -46,4 +62,5 @@ def test_nuts_recovers_mock_truths_with_calibrated_intervals():
     assert summary["n_pairs"] == 5 * N_MOCKS
     band = 3 * (0.68 * 0.32 / summary["n_pairs"]) ** 0.5
     assert abs(summary["coverage_68"] - 0.68) <= band, summary
-    assert summary["rhat_median"] < 1.1, summary
+    assert summary["rhat_median"] < 1.05, summary
+    assert summary["divergences_max_per_chain"] <= 0.05 * NUTS_CI["n_samples"], summary
