@@ -119,7 +119,7 @@ def main() -> None:
                      for k in model.parameters.free_names}
             name = max(diffs, key=diffs.get)
             n_above += diffs[name] > 1e-4
-            if diffs[name] >= worst["value"]:
+            if diffs[name] > worst["value"]:  # id stays None when every galaxy agrees exactly
                 worst = {"value": diffs[name], "id": g.id, "parameter": name}
         out["map"]["max_abs_diff_vs_fitter"] = {
             "n": args.check_fitter, **worst, "n_above_1e-4": int(n_above),

@@ -13,11 +13,11 @@ unnormalised log posterior is ``log L(z) − |z|²/2``.
     toy problem), the objective has not decreased by more than
     ``FTOL_RELATIVE · (1 + |f|)`` for ``STALL_ITERATIONS`` iterations in a row
     (float64 round-off, not progress), or ``n_steps`` iterations. When a line
-    search fails, the L-BFGS memory is emptied (the next direction is the steepest
-    descent), so a bad quasi-Newton direction cannot end a start early: before,
-    five failed searches in a row stopped real galaxies at gradient norms ~4000; ``n_starts``, ``n_steps`` and ``tol`` are traced, so
-    changing them does not recompile. The start with the highest log posterior
-    is kept.
+    search fails, the L-BFGS memory is emptied (the next direction is the
+    steepest descent), so a bad quasi-Newton direction cannot end a start early
+    (five failed searches in a row used to stop real galaxies at gradient norms
+    ~4000). ``n_starts``, ``n_steps`` and ``tol`` are traced, so changing them
+    does not recompile. The start with the highest log posterior is kept.
 
 ``laplace``
     The MAP, then the Gaussian ``N(ẑ, H⁻¹)`` with ``H`` the Hessian of the
