@@ -406,7 +406,7 @@ def _aligned_empty(shape: tuple, alignment: int = 64) -> np.ndarray:
 
 @functools.cache
 def _blas_controller():
-    from threadpoolctl import ThreadpoolController  # a dependency of bagpipes' sampler (nautilus)
+    from threadpoolctl import ThreadpoolController
 
     return ThreadpoolController()
 
