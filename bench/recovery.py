@@ -146,6 +146,8 @@ def fit_mocks(indices, seed: int, nebular: bool, ssp_npz, nuts: dict,
                         "floor_dominated_bands": [f for f, fl, n in zip(FILTERS, flux, noise)
                                                   if abs(fl) / SNR < n / np.sqrt(2)],
                         "truth": truth})
+        print(f"mock {i}: {records[-1]['wall_s']:.0f} s, R̂ max {max(records[-1]['rhat'].values()):.4f}, "
+              f"ESS min {min(records[-1]['ess'].values()):.0f}", file=sys.stderr, flush=True)
     return records
 
 
