@@ -258,14 +258,6 @@ def _functions(problem: Problem) -> _ProblemFunctions:
     return _ProblemFunctions(problem.log_likelihood, problem.residuals, problem.to_physical)
 
 
-def _program(fn: Callable, z: jax.Array, data_args: Any) -> tuple:
-    """What jax would compile for ``fn(z, data_args)``: jaxpr text and constants."""
-    closed = jax.make_jaxpr(fn)(z, data_args)
-    consts = tuple((a.dtype.str, a.shape, a.tobytes())
-                   for a in (np.asarray(c) for c in closed.consts))
-    return str(closed.jaxpr), consts
-
-
 def _same_programs(a: _ProblemFunctions, b: _ProblemFunctions, problem: Problem) -> bool:
     """True when ``a`` and ``b`` trace to identical programs on ``problem``'s data."""
     if (a.residuals is None) != (b.residuals is None):
@@ -275,7 +267,7 @@ def _same_programs(a: _ProblemFunctions, b: _ProblemFunctions, problem: Problem)
     if a.residuals is not None:
         pairs.append((a.residuals, b.residuals))
     try:
-        return all(_program(fa, z, problem.data_args) == _program(fb, z, problem.data_args)
+        return all(_export_cache.program(fa, z, problem.data_args) == _export_cache.program(fb, z, problem.data_args)
                    for fa, fb in pairs)
     except Exception:  # a function that does not trace on the other's data: not shareable
         return False

@@ -95,13 +95,20 @@ def code_fingerprint() -> str:
     return digest.hexdigest()
 
 
-def _program_digest(fn: Callable, z: Any, data_args: Any) -> bytes:
+def program(fn: Callable, z: Any, data_args: Any) -> tuple:
+    """What jax would compile for ``fn(z, data_args)``: jaxpr text and constants."""
     closed = jax.make_jaxpr(fn)(z, data_args)
-    digest = hashlib.sha256(str(closed.jaxpr).encode())
-    for const in closed.consts:
-        value = np.asarray(const)
-        digest.update(f"{value.dtype.str}{value.shape}".encode())
-        digest.update(np.ascontiguousarray(value).tobytes())
+    consts = tuple((a.dtype.str, a.shape, a.tobytes())
+                   for a in (np.ascontiguousarray(np.asarray(c)) for c in closed.consts))
+    return str(closed.jaxpr), consts
+
+
+def _program_digest(fn: Callable, z: Any, data_args: Any) -> bytes:
+    text, consts = program(fn, z, data_args)
+    digest = hashlib.sha256(text.encode())
+    for dtype, shape, data in consts:
+        digest.update(f"{dtype}{shape}".encode())
+        digest.update(data)
     return digest.digest()
 
 
