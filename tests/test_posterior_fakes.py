@@ -47,11 +47,12 @@ class FakeModel:
         c0, c1 = self._coefficients(values)
         return c0[..., None] * self.design[:, 0] + c1[..., None] * self.design[:, 1]
 
-    def derived_quantities(self, values):
+    def derived_quantities(self, values, names=None):
         self.calls["derived_quantities"] += 1
+        self.derived_names_asked = names
         c0, c1 = self._coefficients(values)
-        return {"stellar_mass": 1e10 * np.exp(c0 - 1.0), "sfr_100myr": np.exp(c1),
-                "sfr_10myr": 2 * np.exp(c1)}
+        out = {"stellar_mass": 1e10 * np.exp(c0 - 1.0), "sfr_100myr": np.exp(c1), "sfr_10myr": 2 * np.exp(c1)}
+        return out if names is None else {n: out[n] for n in names}
 
     def line_profile(self, wave, c0):
         """Σ_lines EW_i(c0) · Gaussian(λ; λ_i, σ): L_λ/continuum − 1."""

@@ -44,6 +44,8 @@ def test_corner_renders_free_and_derived_columns_with_units(post, tmp_path):
     assert any("M$_\\odot$" in lab and "M_\\star" in lab for lab in labels)
     assert not any("redshift" in lab or "psd_xi" in lab for lab in labels)
     assert len(fig.axes) == 6**2  # c0, c1, age_gyr + three log10 derived quantities
+    # only the plotted quantities are asked for (the model's SFH-only path), not all of them
+    assert set(post._model.derived_names_asked) == {"stellar_mass", "sfr_100myr", "sfr_10myr"}
 
 
 def test_corner_overlay_draws_on_the_same_figure_with_a_legend(post):
@@ -195,7 +197,7 @@ def test_labels_carry_units_from_name_suffixes():
 def test_corner_leaves_out_a_derived_column_that_is_zero_in_some_draws(post):
     sfr = np.exp(post.samples["c1"])
     sfr[:10] = 0.0  # an SFH that has died away: log10 SFR = -inf
-    post.__dict__["derived"] = {"stellar_mass": np.exp(post.samples["c0"]), "sfr_100myr": sfr}
+    post.__dict__["derived"] = {"stellar_mass": np.exp(post.samples["c0"]), "sfr_100myr": sfr, "sfr_10myr": 2 * sfr}
     with pytest.warns(UserWarning, match="log10_sfr_100myr left out"):
         fig = post.plot_corner()
     labels = [ax.get_xlabel() for ax in fig.axes if ax.get_xlabel()]

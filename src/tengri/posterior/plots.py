@@ -110,7 +110,8 @@ def _corner_columns(posterior, params: Sequence[str] | None) -> dict[str, np.nda
     scalar = [n for n in posterior._scalar_sample_names()]
     derived = {}
     if posterior._model is not None:
-        values = posterior.derived
+        # SFH-only quantities: no spectrum is built per draw (Posterior.derived_subset)
+        values = posterior.derived_subset(_CORNER_DERIVED)
         derived = {
             f"log10_{k}": np.log10(np.where(np.asarray(values[k]) > 0, values[k], np.nan))
             for k in _CORNER_DERIVED
