@@ -311,20 +311,19 @@ class SEDModel:
     @cached_property
     def grids(self) -> dict:
         """Arrays shared by every galaxy (passed as data, not constants)."""
+        # device_put, not jnp.asarray: the latter is an XLA program per array in a fresh process
         out = {
-            "ssp_lnu": jnp.asarray(self.ssp.lnu, jnp.float64),
-            "ssp_z": jnp.asarray(self.ssp.metallicity_zsun, jnp.float64),
-            "wavelength_aa": jnp.asarray(self.wavelength_aa),
-            "ssp_surviving": jnp.asarray(self.ssp.surviving_mass_fraction, jnp.float64),
-            "dlnlam": jnp.asarray(bandpass.log_wavelength_widths(self.wavelength_aa)),
+            "ssp_lnu": np.asarray(self.ssp.lnu, np.float64),
+            "ssp_z": np.asarray(self.ssp.metallicity_zsun, np.float64),
+            "wavelength_aa": np.asarray(self.wavelength_aa),
+            "ssp_surviving": np.asarray(self.ssp.surviving_mass_fraction, np.float64),
+            "dlnlam": np.asarray(bandpass.log_wavelength_widths(self.wavelength_aa)),
         }
         for c in self.components:
-            out.update({k: jnp.asarray(v) for k, v in c.arrays(self.wavelength_aa).items()})
+            out.update(c.arrays(self.wavelength_aa))
         if self.photometry is not None:
-            fw, ft = bandpass.pack_filters(self.photometry.filters)
-            out["filter_wave_aa"] = jnp.asarray(fw)
-            out["filter_trans"] = jnp.asarray(ft)
-        return out
+            out["filter_wave_aa"], out["filter_trans"] = bandpass.pack_filters(self.photometry.filters)
+        return jax.device_put(out)
 
     # --- the forward model (pure) ------------------------------------------------------
     def _initial_state(self, theta: Mapping[str, jax.Array]) -> dict:
@@ -381,7 +380,7 @@ class SEDModel:
     def _band_matrix_at(self, z: float, terms=None) -> np.ndarray:
         """The band matrix at a known redshift, in numpy (shape (n_band, n_wave)); what
         :meth:`_band_matrix` gives, computed on the host. ``terms``: :meth:`_redshift_terms` at z."""
-        d_l, _, igm_blue = self._redshift_terms_jit(jnp.asarray(z, jnp.float64)) if terms is None else terms
+        d_l, _, igm_blue = self._redshift_terms_jit(np.float64(z)) if terms is None else terms
         igm_t = np.ones(self.wavelength_aa.size)
         igm_t[: self._n_igm_columns] = np.asarray(igm_blue)
         dlnlam, filter_wave, filter_trans = self._numpy_filters
@@ -678,14 +677,14 @@ class SEDModel:
             raise DataError(f"redshift must be > 0, got {z_fixed}")
         terms = None
         if z_fixed is not None:
-            terms = self._redshift_terms_jit(jnp.asarray(z_fixed, jnp.float64))
+            terms = self._redshift_terms_jit(np.float64(z_fixed))
             age_gyr = float(terms[1])
         else:
             age_gyr = float(cosmology.age_of_universe_gyr(_prior_min(self.parameters["redshift"]), self.cosmo))
         context = {"age_of_universe": age_gyr}
         ctx = {
-            "table": jnp.asarray(self.parameters.prior_table(context)),
-            "fixed": jnp.asarray([fixed_values[n] for n in sorted(fixed_values)], jnp.float64),
+            "table": jax.device_put(np.asarray(self.parameters.prior_table(context))),
+            "fixed": jax.device_put(np.asarray([fixed_values[n] for n in sorted(fixed_values)], np.float64)),
         }
         if z_fixed is not None and self.photometry is not None:
             w = self._band_matrix_at(z_fixed, terms)
@@ -763,12 +762,12 @@ class SEDModel:
         data_args = {
             **ctx,
             "grids": self.grids,
-            "data": jnp.asarray(np.where(mask, data, 0.0)),
-            "noise": jnp.asarray(safe_noise),
-            "mask": jnp.asarray(mask),
-            "log_norm": jnp.asarray(
-                -np.sum(np.log(safe_noise[mask])) - 0.5 * mask.sum() * np.log(2 * np.pi)
-            ),
+            **jax.device_put({
+                "data": np.where(mask, data, 0.0),
+                "noise": safe_noise,
+                "mask": np.asarray(mask),
+                "log_norm": np.float64(-np.sum(np.log(safe_noise[mask])) - 0.5 * mask.sum() * np.log(2 * np.pi)),
+            }),
         }
         lk = self._likelihoods
         params = self.parameters
@@ -777,7 +776,7 @@ class SEDModel:
             log_likelihood=lk["log_likelihood"],
             data_args=data_args,
             to_physical=self._to_physical_fn,
-            init=jnp.zeros(params.n_free),
+            init=jax.device_put(np.zeros(params.n_free)),
             residuals=lk["residuals"],
             n_data=int(mask.sum()),
         )
@@ -825,11 +824,10 @@ class SEDModel:
             if curve.param_names or av is None or eta is None:
                 return None
             low, high = _attenuation_range(av, eta)
-            plan["k"] = np.asarray(curve(self.wavelength_aa), dtype=np.float64)
+            plan["k"] = self._plan_arrays["k"]
             plan["a_range"] = (low, high)
             plan["n_nodes"] = max(2, int(np.ceil((high - low) / _ATTENUATION_STEP_MAG - 1e-9)) + 1)
-        edges = jnp.asarray(self.ssp.age_bin_edges_yr, jnp.float64)
-        young_share = np.asarray(nebular_physics.birth_cloud_fraction(edges, self.t_bc_yr))
+        young_share = self._plan_arrays["young_share"]
         young = young_share > 0
         n_young = int(young.sum())
         if not np.all(young[:n_young]):  # ages ascend, so the young ones come first
@@ -837,8 +835,7 @@ class SEDModel:
         plan["n_young"] = n_young
         plan["first_old"] = int(np.sum(young_share >= 1.0))
         if self.nebular:
-            neb_edges = jnp.asarray(self.grids["neb_age_bin_edges_yr"])
-            lit = np.asarray(nebular_physics.nebular_age_weights(edges, neb_edges, self.t_bc_yr)).sum(axis=0) > 0
+            lit = self._plan_arrays["nebular_age_weights"].sum(axis=0) > 0
             plan["nebular_ages"] = np.flatnonzero(lit)
         z = self.parameters.fixed_values["redshift"]
         # a per-galaxy redshift is configured as a placeholder 0 (no band matrix there):
@@ -872,15 +869,38 @@ class SEDModel:
         return n_sub
 
     @cached_property
+    def _plan_arrays(self) -> dict:
+        """What the band tables need from the chain's physics, as numpy arrays: ``young_share``
+        (n_age,) birth-cloud shares per SSP age, with nebular emission ``nebular_age_weights``
+        (n_age, n_age_neb) SSP-age → nebular-age weights, and with a fixed-shape dust law ``k``
+        (n_wave,) A_λ/A_V on the model grid (the chain's ``dust_k``).
+
+        One jitted program: run op by op, the weights are tens of tiny XLA programs, each
+        compiled (or loaded from the persistent cache) in every fresh process.
+        """
+        t_bc_yr, nebular = self.t_bc_yr, self.nebular
+
+        def weights(edges, neb_edges):
+            out = {"young_share": nebular_physics.birth_cloud_fraction(edges, t_bc_yr)}
+            if nebular:
+                out["nebular_age_weights"] = nebular_physics.nebular_age_weights(edges, neb_edges, t_bc_yr)
+            return out
+
+        neb_edges = np.asarray(self.grids["neb_age_bin_edges_yr"], np.float64) if nebular else None
+        out = jax.jit(weights)(np.asarray(self.ssp.age_bin_edges_yr, np.float64), neb_edges)
+        if "dust_k" in self.grids:
+            out["k"] = self.grids["dust_k"]
+        return {name: np.asarray(value, dtype=np.float64) for name, value in out.items()}
+
+    @cached_property
     def _age_weights(self) -> dict:
         """The chain's birth-cloud shares per SSP age and, with nebular emission, the
         SSP-age → nebular-age weights of the lit nebular ages (the same for every call)."""
-        edges = jnp.asarray(self.grids["age_bin_edges_yr"])
-        out = {"young_share": nebular_physics.birth_cloud_fraction(edges, self.t_bc_yr)}
+        out = {"young_share": self._plan_arrays["young_share"]}
         if self.nebular:
-            weights = nebular_physics.nebular_age_weights(edges, self.grids["neb_age_bin_edges_yr"], self.t_bc_yr)
-            out["nebular_age_weights"] = weights[:, self._band_table_plan["nebular_ages"]]
-        return out
+            lit = self._band_table_plan["nebular_ages"]
+            out["nebular_age_weights"] = self._plan_arrays["nebular_age_weights"][:, lit]
+        return jax.device_put(out)
 
     @cached_property
     def _bolometric_weights(self) -> np.ndarray:
