@@ -367,16 +367,16 @@ class SEDModel:
         """Rest-frame grid points the IGM can dim: bluer than Lyα (×1.001, clear of rounding)."""
         return int(np.searchsorted(self.wavelength_aa, igm.LYMAN_ALPHA_AA * 1.001))
 
-    def _redshift_terms(self, z):
+    def _redshift_terms(self, z: float) -> tuple[np.float64, np.float64, np.ndarray]:
         """d_L [cm], age of the universe [Gyr] and the IGM transmission of the first
-        :attr:`_n_igm_columns` grid points (exactly 1 redward) at redshift ``z``."""
-        blue_obs = jnp.asarray(self.wavelength_aa[: self._n_igm_columns]) * (1.0 + z)
-        igm_t = igm.igm_transmission_inoue14(blue_obs, z) if self.igm == "inoue14" else jnp.ones_like(blue_obs)
-        return cosmology.luminosity_distance_cm(z, self.cosmo), cosmology.age_of_universe_gyr(z, self.cosmo), igm_t
+        :attr:`_n_igm_columns` grid points (exactly 1 redward) at redshift ``z``.
 
-    @cached_property
-    def _redshift_terms_jit(self):
-        return jax.jit(self._redshift_terms)
+        On the host (numpy paths of the same formulae): no XLA program per model.
+        """
+        blue_obs = self.wavelength_aa[: self._n_igm_columns] * (1.0 + z)
+        igm_t = igm.igm_transmission_inoue14_numpy(blue_obs, z) if self.igm == "inoue14" else np.ones_like(blue_obs)
+        return (cosmology.luminosity_distance_cm_numpy(z, self.cosmo),
+                cosmology.age_of_universe_gyr_numpy(z, self.cosmo), igm_t)
 
     @cached_property
     def _numpy_filters(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -386,7 +386,7 @@ class SEDModel:
     def _band_matrix_at(self, z: float, terms=None) -> np.ndarray:
         """The band matrix at a known redshift, in numpy (shape (n_band, n_wave)); what
         :meth:`_band_matrix` gives, computed on the host. ``terms``: :meth:`_redshift_terms` at z."""
-        d_l, _, igm_blue = self._redshift_terms_jit(np.float64(z)) if terms is None else terms
+        d_l, _, igm_blue = self._redshift_terms(float(z)) if terms is None else terms
         igm_t = np.ones(self.wavelength_aa.size)
         igm_t[: self._n_igm_columns] = np.asarray(igm_blue)
         dlnlam, filter_wave, filter_trans = self._numpy_filters
@@ -683,10 +683,10 @@ class SEDModel:
             raise DataError(f"redshift must be > 0, got {z_fixed}")
         terms = None
         if z_fixed is not None:
-            terms = self._redshift_terms_jit(np.float64(z_fixed))
+            terms = self._redshift_terms(z_fixed)
             age_gyr = float(terms[1])
         else:
-            age_gyr = float(cosmology.age_of_universe_gyr(_prior_min(self.parameters["redshift"]), self.cosmo))
+            age_gyr = float(cosmology.age_of_universe_gyr_numpy(_prior_min(self.parameters["redshift"]), self.cosmo))
         context = {"age_of_universe": age_gyr}
         ctx = {
             "table": jax.device_put(np.asarray(self.parameters.prior_table(context))),

@@ -49,6 +49,8 @@ __all__ = [
     "luminosity_distance_cm",
     "age_of_universe_gyr",
     "lookback_time_gyr",
+    "luminosity_distance_cm_numpy",
+    "age_of_universe_gyr_numpy",
     "MPC_CM",
     "C_KM_S",
 ]
@@ -146,15 +148,25 @@ def hubble_time_gyr(cosmo: FlatLambdaCDM) -> Array:
     return _MPC_KM / jnp.asarray(cosmo.h0, dtype=float) / _GYR_S
 
 
-def _dimensionless_comoving_distance(z: Array, om0: Array) -> Array:
-    """∫_0^z dz'/E(z') by Gauss–Legendre in x = (1+z)^(-1/2); shape of ``z``."""
+def _dimensionless_comoving_distance(z: Array, om0: Array, xp=jnp) -> Array:
+    """∫_0^z dz'/E(z') by Gauss–Legendre in x = (1+z)^(-1/2); shape of ``z``.
+
+    ``xp``: ``jax.numpy``, or ``numpy`` for the host path.
+    """
     ol0 = 1.0 - om0
-    x_low = 1.0 / jnp.sqrt(1.0 + z)
+    x_low = 1.0 / xp.sqrt(1.0 + z)
     half = 0.5 * (1.0 - x_low)
     # nodes mapped from [-1, 1] to [x_low, 1]; trailing axis holds the nodes
-    x = x_low[..., None] + half[..., None] * (jnp.asarray(_GL_NODES) + 1.0)
-    integrand = 2.0 / jnp.sqrt(om0 + ol0 * x**6)
-    return half * jnp.sum(jnp.asarray(_GL_WEIGHTS) * integrand, axis=-1)
+    x = x_low[..., None] + half[..., None] * (xp.asarray(_GL_NODES) + 1.0)
+    integrand = 2.0 / xp.sqrt(om0 + ol0 * x**6)
+    return half * xp.sum(xp.asarray(_GL_WEIGHTS) * integrand, axis=-1)
+
+
+def _age_gyr(z: Array, h0: Array, om0: Array, xp=jnp) -> Array:
+    """Closed-form age [Gyr] at ``z`` (see the module docstring); ``xp`` as above."""
+    ol0 = 1.0 - om0
+    arg = xp.sqrt(ol0 / om0) * (1.0 + z) ** -1.5
+    return _MPC_KM / h0 / _GYR_S * 2.0 / (3.0 * xp.sqrt(ol0)) * xp.arcsinh(arg)
 
 
 def comoving_distance_mpc(z: ArrayLike, cosmo: FlatLambdaCDM = PLANCK18) -> Array:
@@ -209,11 +221,8 @@ def age_of_universe_gyr(z: ArrayLike, cosmo: FlatLambdaCDM = PLANCK18) -> Array:
     jax.Array, shape of ``z``
         Age in Gyr.
     """
-    z = jnp.asarray(z, dtype=float)
-    om0 = jnp.asarray(cosmo.om0, dtype=float)
-    ol0 = 1.0 - om0
-    arg = jnp.sqrt(ol0 / om0) * (1.0 + z) ** -1.5
-    return hubble_time_gyr(cosmo) * 2.0 / (3.0 * jnp.sqrt(ol0)) * jnp.arcsinh(arg)
+    return _age_gyr(jnp.asarray(z, dtype=float), jnp.asarray(cosmo.h0, dtype=float),
+                    jnp.asarray(cosmo.om0, dtype=float))
 
 
 def lookback_time_gyr(z: ArrayLike, cosmo: FlatLambdaCDM = PLANCK18) -> Array:
@@ -231,3 +240,19 @@ def lookback_time_gyr(z: ArrayLike, cosmo: FlatLambdaCDM = PLANCK18) -> Array:
         Lookback time in Gyr.
     """
     return age_of_universe_gyr(0.0, cosmo) - age_of_universe_gyr(z, cosmo)
+
+
+# --- host paths (numpy): per-galaxy set-up outside jit, where an XLA program per call
+# would cost more than the arithmetic ---------------------------------------------------
+
+
+def luminosity_distance_cm_numpy(z: ArrayLike, cosmo: FlatLambdaCDM = PLANCK18) -> np.ndarray:
+    """:func:`luminosity_distance_cm` in numpy (float64, shape of ``z``) [cm]; not differentiable."""
+    z = np.asarray(z, dtype=np.float64)
+    h0, om0 = np.float64(cosmo.h0), np.float64(cosmo.om0)
+    return (1.0 + z) * (C_KM_S / h0) * _dimensionless_comoving_distance(z, om0, np) * MPC_CM
+
+
+def age_of_universe_gyr_numpy(z: ArrayLike, cosmo: FlatLambdaCDM = PLANCK18) -> np.ndarray:
+    """:func:`age_of_universe_gyr` in numpy (float64, shape of ``z``) [Gyr]; not differentiable."""
+    return _age_gyr(np.asarray(z, dtype=np.float64), np.float64(cosmo.h0), np.float64(cosmo.om0), np)

@@ -44,6 +44,7 @@ __all__ = [
     "lyman_series_coefficients",
     "igm_optical_depth_inoue14",
     "igm_transmission_inoue14",
+    "igm_transmission_inoue14_numpy",
 ]
 
 LYMAN_LIMIT_AA = 911.8
@@ -81,52 +82,55 @@ def lyman_series_coefficients() -> dict[str, np.ndarray]:
     }
 
 
-def _tau_lyman_series(wavelength_obs_aa: Array, one_plus_z: Array) -> Array:
+# ``xp`` below: ``jax.numpy``, or ``numpy`` for the host path (igm_transmission_inoue14_numpy).
+
+
+def _tau_lyman_series(wavelength_obs_aa: Array, one_plus_z: Array, xp=jnp) -> Array:
     """LAF + DLA Lyman-series optical depth (Inoue+14 eqs. 21, 22); shape of input."""
     coefs = lyman_series_coefficients()
-    lam_j = jnp.asarray(coefs["wavelength_aa"])
-    laf, dla = jnp.asarray(coefs["laf"]), jnp.asarray(coefs["dla"])
+    lam_j = xp.asarray(coefs["wavelength_aa"])
+    laf, dla = xp.asarray(coefs["laf"]), xp.asarray(coefs["dla"])
     ratio = wavelength_obs_aa[..., None] / lam_j  # (..., 39)
     in_range = (ratio > 1.0) & (wavelength_obs_aa[..., None] < lam_j * one_plus_z)
-    tau_laf = jnp.where(
+    tau_laf = xp.where(
         ratio < 2.2,
         laf[:, 0] * ratio**1.2,
-        jnp.where(ratio < 5.7, laf[:, 1] * ratio**3.7, laf[:, 2] * ratio**5.5),
+        xp.where(ratio < 5.7, laf[:, 1] * ratio**3.7, laf[:, 2] * ratio**5.5),
     )
-    tau_dla = jnp.where(ratio < 3.0, dla[:, 0] * ratio**2.0, dla[:, 1] * ratio**3.0)
-    return jnp.sum(jnp.where(in_range, tau_laf + tau_dla, 0.0), axis=-1)
+    tau_dla = xp.where(ratio < 3.0, dla[:, 0] * ratio**2.0, dla[:, 1] * ratio**3.0)
+    return xp.sum(xp.where(in_range, tau_laf + tau_dla, 0.0), axis=-1)
 
 
-def _tau_laf_continuum(x: Array, one_plus_z: Array) -> Array:
+def _tau_laf_continuum(x: Array, one_plus_z: Array, xp=jnp) -> Array:
     """LAF Lyman-continuum optical depth (Inoue+14 eqs. 25–27), x = λ_obs/λ_L."""
     low_z = 0.325 * (x**1.2 - one_plus_z**-0.9 * x**2.1)
-    mid_z = jnp.where(
+    mid_z = xp.where(
         x < 2.2,
         2.55e-2 * one_plus_z**1.6 * x**2.1 + 0.325 * x**1.2 - 0.250 * x**2.1,
         2.55e-2 * (one_plus_z**1.6 * x**2.1 - x**3.7),
     )
-    high_z = jnp.where(
+    high_z = xp.where(
         x < 2.2,
         5.22e-4 * one_plus_z**3.4 * x**2.1 + 0.325 * x**1.2 - 3.14e-2 * x**2.1,
-        jnp.where(
+        xp.where(
             x < 5.7,
             5.22e-4 * one_plus_z**3.4 * x**2.1 + 0.218 * x**2.1 - 2.55e-2 * x**3.7,
             5.22e-4 * (one_plus_z**3.4 * x**2.1 - x**5.5),
         ),
     )
     z_source = one_plus_z - 1.0
-    return jnp.where(z_source < 1.2, low_z, jnp.where(z_source < 4.7, mid_z, high_z))
+    return xp.where(z_source < 1.2, low_z, xp.where(z_source < 4.7, mid_z, high_z))
 
 
-def _tau_dla_continuum(x: Array, one_plus_z: Array) -> Array:
+def _tau_dla_continuum(x: Array, one_plus_z: Array, xp=jnp) -> Array:
     """DLA Lyman-continuum optical depth (Inoue+14 eqs. 28–29), x = λ_obs/λ_L."""
     low_z = 0.211 * one_plus_z**2 - 7.66e-2 * one_plus_z**2.3 * x**-0.3 - 0.135 * x**2
-    high_z = jnp.where(
+    high_z = xp.where(
         x < 3.0,
         0.634 + 4.7e-2 * one_plus_z**3 - 1.78e-2 * one_plus_z**3.3 * x**-0.3 - 0.135 * x**2 - 0.291 * x**-0.3,
         4.7e-2 * one_plus_z**3 - 1.78e-2 * one_plus_z**3.3 * x**-0.3 - 2.92e-2 * x**3,
     )
-    return jnp.where(one_plus_z - 1.0 < 2.0, low_z, high_z)
+    return xp.where(one_plus_z - 1.0 < 2.0, low_z, high_z)
 
 
 def igm_optical_depth_inoue14(wavelength_obs_aa: ArrayLike, redshift: ArrayLike) -> Array:
@@ -145,15 +149,18 @@ def igm_optical_depth_inoue14(wavelength_obs_aa: ArrayLike, redshift: ArrayLike)
         τ ≥ 0 (the fitted continuum formulae dip a few 1e-4 below zero just below
         λ_L (1 + z_S); those values are set to 0).
     """
-    wavelength_obs_aa = jnp.asarray(wavelength_obs_aa, dtype=float)
-    one_plus_z = 1.0 + jnp.asarray(redshift, dtype=float)
+    return _optical_depth(jnp.asarray(wavelength_obs_aa, dtype=float), jnp.asarray(redshift, dtype=float))
+
+
+def _optical_depth(wavelength_obs_aa: Array, redshift: Array, xp=jnp) -> Array:
+    one_plus_z = 1.0 + redshift
     x = wavelength_obs_aa / LYMAN_LIMIT_AA
     in_continuum = (x > 1.0) & (x < one_plus_z)
-    tau_continuum = jnp.where(
-        in_continuum, _tau_laf_continuum(x, one_plus_z) + _tau_dla_continuum(x, one_plus_z), 0.0
+    tau_continuum = xp.where(
+        in_continuum, _tau_laf_continuum(x, one_plus_z, xp) + _tau_dla_continuum(x, one_plus_z, xp), 0.0
     )
-    tau = _tau_lyman_series(wavelength_obs_aa, one_plus_z) + tau_continuum
-    return jnp.maximum(tau, 0.0)
+    tau = _tau_lyman_series(wavelength_obs_aa, one_plus_z, xp) + tau_continuum
+    return xp.maximum(tau, 0.0)
 
 
 def igm_transmission_inoue14(wavelength_obs_aa: ArrayLike, redshift: ArrayLike) -> Array:
@@ -172,3 +179,13 @@ def igm_transmission_inoue14(wavelength_obs_aa: ArrayLike, redshift: ArrayLike) 
         Transmission in [0, 1]; exactly 1 redward of Lyα, λ_obs ≥ 1215.67 (1 + z_S) Å.
     """
     return jnp.exp(-igm_optical_depth_inoue14(wavelength_obs_aa, redshift))
+
+
+def igm_transmission_inoue14_numpy(wavelength_obs_aa: ArrayLike, redshift: float) -> np.ndarray:
+    """:func:`igm_transmission_inoue14` in numpy (float64, shape of ``wavelength_obs_aa``).
+
+    The same formulae on the host, for per-galaxy set-up outside jit (one XLA
+    program per call would cost more than the arithmetic); not differentiable.
+    """
+    wavelength = np.asarray(wavelength_obs_aa, dtype=np.float64)
+    return np.exp(-_optical_depth(wavelength, np.float64(redshift), np))
