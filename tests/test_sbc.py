@@ -47,6 +47,42 @@ def test_coverage_band_is_the_binomial_range():
     assert abs((hi - lo) / 2 - 1.96 * sd) < 0.01
 
 
+def test_simulation_and_fit_share_likelihood_and_prior():
+    """What SBC simulates is what the fit assumes: the truth's latent point maps back to the
+    truth, and the Problem's log-likelihood there is the Gaussian of the simulated noise around
+    the full forward model (the fit reads interpolated band tables, the simulator runs the chain)."""
+    import jax.numpy as jnp
+
+    from tengri.inference.fitter import Fitter
+
+    model, _, z = sbc._model_and_redshift(SBC3, None)
+    truth, galaxy = sbc.simulate(model, 7, 0, 20.0, z)
+    problem = Fitter(model, galaxy["flux_obs"], galaxy["noise"], fixed={"redshift": z}).problem
+    latent = model.parameters.to_latent(truth, problem.data_args["table"])
+    back = problem.to_physical(latent, problem.data_args)
+    for name in problem.names:
+        assert float(back[name]) == pytest.approx(truth[name], rel=1e-9), name
+    data, sigma = galaxy["flux_obs"], galaxy["noise"]
+    for shift in (0.0, 0.3, -0.5):
+        zz = latent + shift * jnp.arange(1.0, 1.0 + latent.size) / latent.size
+        x = {k: float(v) for k, v in problem.to_physical(zz, problem.data_args).items()}
+        model_flux = np.asarray(model.predict_photometry({**x, "redshift": z}))
+        expected = (-0.5 * np.sum(((model_flux - data) / sigma) ** 2) - np.sum(np.log(sigma))
+                    - 0.5 * data.size * np.log(2 * np.pi))
+        assert float(problem.log_likelihood(zz, problem.data_args)) == pytest.approx(expected, abs=1e-4)
+
+
+def test_summarise_health_counts_divergences_and_rhat():
+    results = [{"health": {"divergences": 0, "rhat_max": 1.002}},
+               {"health": {"divergences": 12, "rhat_max": 1.20}},
+               {"health": {"divergences": 3, "rhat_max": 1.008}}]
+    health = sbc.summarise_health(results)
+    assert health == {"sims_with_divergences": 2, "divergences": 15, "rhat_max": 1.20,
+                      "sims_rhat_above_1.01": 1}
+    assert sbc.summarise_health([{"health": {"divergences": None, "rhat_max": None}}]) is None
+    assert sbc.summarise_health([{"ranks": None}]) is None
+
+
 def _bonferroni_tolerance(n: int, n_tests: int, alpha: float = 0.01) -> float:
     """|coverage − level| a calibrated method exceeds with probability ≤ alpha over all tests."""
     return max(max(level - lo, hi - level)
@@ -67,6 +103,7 @@ def test_nuts_is_calibrated_on_a_three_parameter_model(tmp_path):
             assert abs(entry["coverage"][f"{level:.2f}"] - level) <= tolerance, (name, entry)
         assert entry["ranks"]["n_max"] == 99
         assert sum(entry["ranks"]["histogram"]) == n
+    assert report["health"]["divergences"] is not None and report["health"]["rhat_max"] is None
     assert report["calibrated"], report["flagged"]
 
 
@@ -85,6 +122,7 @@ def test_point_estimate_is_flagged_as_uncalibrated(map_run):
         assert entry["coverage"] == {"0.68": 0.0, "0.95": 0.0}
         assert entry["ranks"] is None
         assert entry["problems"][0].startswith("point estimate")
+    assert report["health"] is None
     assert json.loads((out / "sbc.json").read_text())["flagged"] == report["flagged"]
     assert (out / "rank_histograms.png").stat().st_size > 0 and (out / "coverage.png").stat().st_size > 0
 

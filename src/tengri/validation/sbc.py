@@ -26,7 +26,8 @@ is 0, they have no ranks, and they are always flagged as uncalibrated.
 Output directory::
 
     sbc_run.json            settings of the run (a resume must use the same ones)
-    sims/sim-<i>.json       one per finished simulation: truth, ranks, interval hits
+    sims/sim-<i>.json       one per finished simulation: truth, ranks, interval hits,
+                            sampler health (divergences, largest split-R̂ of several chains)
     sbc.json                the report (written at the end)
     rank_histograms.png     rank histogram per parameter, with the 99% band of a uniform one
     coverage.png            empirical vs nominal coverage per parameter
@@ -51,7 +52,7 @@ from tengri.catalog_summary import atomic_path
 from tengri.errors import ConfigError, DataError, ParameterError
 
 __all__ = ["run_sbc", "report_lines", "rank_of_truth", "central_interval_hits", "rank_uniformity",
-           "coverage_band", "summarise_sbc", "LEVELS", "REPORT_FILE"]
+           "coverage_band", "summarise_sbc", "summarise_health", "fit_health", "LEVELS", "REPORT_FILE"]
 
 LEVELS = (0.68, 0.95)
 REPORT_FILE = "sbc.json"
@@ -207,13 +208,27 @@ def simulate(model, index: int, seed: int, snr: float, redshift: float) -> tuple
     return truth, {"id": f"sim{index:05d}", "flux_obs": noisy, "noise": sigma, "redshift": redshift}
 
 
+def fit_health(post, names: Sequence[str]) -> dict:
+    """Sampler health of one fit: ``divergences`` (divergent transitions, None when the
+    method reports none) and ``rhat_max`` (largest split-R̂ over ``names``; None unless
+    the draws come from several chains)."""
+    div = (post.diagnostics or {}).get("divergences")
+    rhat_max = None
+    if post.samples is not None and post.n_chains > 1:
+        rhat = post.rhat()
+        values = [float(np.max(rhat[n])) for n in names if n in rhat]
+        rhat_max = max(values) if values else None
+    return {"divergences": None if div is None else int(div), "rhat_max": rhat_max}
+
+
 def sim_result(post, truth: Mapping[str, float], names: Sequence[str], n_ranks: int,
                levels: Sequence[float] = LEVELS) -> dict:
-    """Ranks and interval hits of one fitted simulation (``post`` None = failed fit)."""
+    """Ranks, interval hits and sampler health of one fitted simulation (``post`` None = failed fit)."""
     out: dict[str, Any] = {"truth": {n: truth[n] for n in names}, "ranks": None, "n_max": None,
                            "inside": None}
     if post is None or post.samples is None:
         return out
+    out["health"] = fit_health(post, names)
     out["ranks"], out["n_max"] = {}, {}
     out["inside"] = {_level_key(lv): {} for lv in levels}
     for name in names:
@@ -264,7 +279,22 @@ def summarise_sbc(results: Sequence[dict], names: Sequence[str], tolerance: floa
     return {"n_simulations": len(results), "n_fitted": len(ok), "n_failed": len(results) - len(ok),
             "failures": [{"index": r["index"], "error": r["error"]} for r in results if r.get("error")],
             "tolerance": tolerance, "levels": list(levels), "parameters": params,
-            "flagged": flagged, "calibrated": not flagged}
+            "health": summarise_health(with_draws), "flagged": flagged, "calibrated": not flagged}
+
+
+def summarise_health(results: Sequence[dict], rhat_limit: float = 1.01) -> dict | None:
+    """Sampler health over the simulations (None when no fit reported any): how many had
+    divergent transitions, and the largest split-R̂ and how many exceed ``rhat_limit``.
+    An SBC failure with sick chains points at the sampler settings, not at the model."""
+    health = [r["health"] for r in results if r.get("health")]
+    div = [h["divergences"] for h in health if h["divergences"] is not None]
+    rhat = [h["rhat_max"] for h in health if h["rhat_max"] is not None]
+    if not div and not rhat:
+        return None
+    return {"sims_with_divergences": sum(d > 0 for d in div) if div else None,
+            "divergences": sum(div) if div else None,
+            "rhat_max": max(rhat) if rhat else None,
+            f"sims_rhat_above_{rhat_limit:g}": sum(r > rhat_limit for r in rhat) if rhat else None}
 
 
 def report_lines(report: dict) -> list[str]:
@@ -279,6 +309,11 @@ def report_lines(report: dict) -> list[str]:
         cells = "".join(f"{entry['coverage'][_level_key(lv)]:>10.3f}" for lv in levels)
         verdict = "ok" if entry["calibrated"] else "FLAGGED: " + "; ".join(entry["problems"])
         lines.append(f"{name:<16}{cells}{p:>9}  {verdict}")
+    health = report.get("health")
+    if health:
+        lines.append("sampler health: " + ", ".join(f"{k.replace('_', ' ')} {v:.3f}" if isinstance(v, float)
+                                                     else f"{k.replace('_', ' ')} {v}"
+                                                     for k, v in health.items() if v is not None))
     if report["flagged"]:
         lines.append(f"miscalibrated parameters: {', '.join(report['flagged'])}")
     return lines
