@@ -57,6 +57,16 @@ def test_cached_derived_keeps_the_most_recent_entries(derived_dir):
     assert len(list(derived_dir.glob("demo-*.npz"))) == 3
 
 
+def test_cached_derived_without_a_writable_directory_computes(monkeypatch):
+    def unwritable():
+        raise PermissionError("read-only cache")
+
+    monkeypatch.setattr(cache, "_derived_dir", unwritable)
+    compute, calls = _counting({"x": np.ones(2)})
+    np.testing.assert_array_equal(cache.cached_derived("demo", "k", compute)["x"], np.ones(2))
+    assert len(calls) == 1
+
+
 def test_array_digest_sees_values_dtype_and_shape():
     a = np.linspace(1.0, 2.0, 6)
     assert cache.array_digest(a) == cache.array_digest(a.copy())

@@ -272,7 +272,10 @@ def cached_derived(
     An entry that cannot be written only costs the computation next time (no
     warning: the result is correct either way).
     """
-    path = _derived_dir() / f"{name}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz"
+    try:
+        path = _derived_dir() / f"{name}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz"
+    except OSError:  # no writable cache directory
+        return compute()
     cached = _read_cached(path, key)
     if cached is not None:
         try:
