@@ -116,7 +116,8 @@ def test_sampler_returns_chains_point_and_diagnostics(gaussian_run):
 
 def test_hmc_takes_its_fixed_number_of_leapfrog_steps(gaussian):
     result = mcmc.run_hmc(gaussian[0], KEY, **GAUSSIAN_RUNS["hmc"])
-    assert result.diagnostics["n_integration_steps_mean"] == 16
+    default = registry.method_options("hmc", {})["num_integration_steps"]
+    assert result.diagnostics["n_integration_steps_mean"] == default
 
 
 def test_ghmc_takes_one_leapfrog_step_per_draw(gaussian):
