@@ -270,7 +270,7 @@ def test_preconditioning_lets_one_step_size_cross_a_hundredfold_range_of_widths(
                       log_likelihood=lambda z, d: -0.5 * jnp.sum(z * z * (1 / d["sd"] ** 2 - 1)),
                       to_physical=lambda z, d: dict(zip(names, z)))
     run = {"n_warmup": 300, "n_samples": 1000, "start": "init"}
-    whitened = raytrace.run_raytrace(problem, KEY, **run)
+    whitened = raytrace.run_raytrace(problem, KEY, precondition="laplace", **run)
     plain = raytrace.run_raytrace(problem, KEY, precondition="none", **run)
     assert whitened.diagnostics["preconditioned"] and not plain.diagnostics["preconditioned"]
     ess_whitened = _ess_per_dimension(np.asarray(whitened.samples))
