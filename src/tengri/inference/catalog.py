@@ -479,7 +479,8 @@ def _data_axes(fitter) -> tuple:
 
 def _shape_signature(fitter) -> tuple:
     """Shapes and dtypes of a galaxy's data_args leaves (equal ones can be stacked)."""
-    return tuple((np.shape(leaf), np.result_type(leaf).str)
+    # leaf.dtype, not np.result_type(leaf): numpy deprecates reading a dtype from an array
+    return tuple((np.shape(leaf), np.dtype(getattr(leaf, "dtype", type(leaf))).str)
                  for leaf in jax.tree_util.tree_leaves(fitter.problem.data_args))
 
 
