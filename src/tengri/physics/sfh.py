@@ -149,18 +149,24 @@ def _regularised_lower_gamma(k: int, x):
     instead of ``jax.scipy.special.gammainc``, whose iterative kernel costs much more
     XLA compile time (the jitted gradient of the delayed bin masses compiled in 3.5 s
     with it, 1.3 s with this). k = 1 is ``−expm1(−x)``, exact everywhere.
+
+    The series is ``jnp.polyval`` (Horner's rule, fully unrolled when lowered): the
+    same arithmetic as a Python loop of multiply-adds, but one jitted call, traced
+    once per shape, instead of 40 equations at every call (the loop was about half
+    the time of tracing the photometric SED log-likelihood).
     """
     if k == 1:
         return -jnp.expm1(-x)
-    small = jnp.minimum(x, 1.0)
-    series = jnp.zeros_like(small)
-    for n in reversed(range(_SERIES_TERMS)):
-        series = series * small + 1.0 / math.factorial(k + n)
+    below = x < 1.0
+    # where, not minimum/maximum: at x = 1 those split the gradient between the branches
+    small = jnp.where(below, x, 1.0)
+    coefficients = np.array([1.0 / math.factorial(k + n) for n in reversed(range(_SERIES_TERMS))])
+    series = jnp.polyval(coefficients, small, unroll=_SERIES_TERMS)  # Σ_n small**n / (k+n)!
     low = small**k * jnp.exp(-small) * series
-    big = jnp.maximum(x, 1.0)
+    big = jnp.where(below, 1.0, x)
     partial = sum(big**n / math.factorial(n) for n in range(k))
     high = -jnp.expm1(-big) - jnp.exp(-big) * (partial - 1.0)
-    return jnp.where(x < 1.0, low, high)
+    return jnp.where(below, low, high)
 
 
 def _gamma_cumulative(k: int):
