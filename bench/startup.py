@@ -18,7 +18,10 @@ default) — and times each stage from the start of the script:
   ``map_s`` = a ``run("map")`` in-memory, ``nuts_sampling_s`` = second NUTS run −
   ``map_s``;
 * ``process_to_first_posterior_s``: script start → first NUTS posterior (the
-  issue-6 figure; the interpreter's own start-up is in ``subprocess_wall_s``).
+  issue-6 figure; the interpreter's own start-up is in ``subprocess_wall_s``);
+* ``export_key_trace_s``: of the stages above, the tracing of problem functions
+  for the keys of exported engines (in ``Fitter()`` before session 6, in the
+  first run since: only the function the engines close over).
 
 Phases: *cold* (a new, empty persistent-cache directory: everything compiles;
 a new tengri data cache, ``$TENGRI_CACHE_DIR``, holding links to the grids
@@ -127,6 +130,7 @@ def child(cache_dir: str, data_path: str, log_compiles: bool) -> dict:
 
     tengri.enable_persistent_cache(cache_dir)
     times["import_s"] = time.perf_counter() - _START
+    key_trace_s = _time_export_key_tracing()
     mark[0] = time.perf_counter()
     counts = {}
 
@@ -157,6 +161,7 @@ def child(cache_dir: str, data_path: str, log_compiles: bool) -> dict:
     same = bool(np.array_equal(np.asarray(first.samples["stellar_mass"]), np.asarray(second.samples["stellar_mass"])))
     out.update({
         "engine_load_s": times["first_nuts_s"] - nuts_s, "map_s": map_s, "nuts_sampling_s": nuts_s - map_s,
+        "export_key_trace_s": key_trace_s[0],
         "second_nuts_run_s": nuts_s, "rerun_reproduces_samples": same,
         "stellar_mass_median": float(np.median(first.samples["stellar_mass"])),
         "persistent_cache_load_s": sum(c["persistent_cache_load_s"] for c in counts.values()),
@@ -165,6 +170,29 @@ def child(cache_dir: str, data_path: str, log_compiles: bool) -> dict:
     if log is not None:
         out["compiled_by_stage"] = log.by_stage
     return out
+
+
+def _time_export_key_tracing() -> list[float]:
+    """Seconds spent tracing problem functions for the keys of exported engines (a running total).
+
+    Wraps ``_export_cache._program_digest``, the trace behind every key, in both
+    checkouts a ``--baseline`` run compares (it is where the keys are traced in
+    each); the time is also inside the stage that asked for the key.
+    """
+    from tengri.inference.methods import _export_cache
+
+    total = [0.0]
+    digest = _export_cache._program_digest
+
+    def timed(*args):
+        start = time.perf_counter()
+        try:
+            return digest(*args)
+        finally:
+            total[0] += time.perf_counter() - start
+
+    _export_cache._program_digest = timed
+    return total
 
 
 def make_data(path: str) -> None:
@@ -216,7 +244,8 @@ def _seeded_data_cache(directory: Path) -> str:
 
 
 def _medians(runs: list[dict]) -> dict:
-    keys = ("process_to_first_posterior_s", *STAGES, *SPLITS, "persistent_cache_load_s", "subprocess_wall_s")
+    keys = ("process_to_first_posterior_s", *STAGES, *SPLITS, "export_key_trace_s", "persistent_cache_load_s",
+            "subprocess_wall_s")
     return {key: statistics.median(run[key] for run in runs) for key in keys}
 
 

@@ -9,10 +9,14 @@ calling it lowers a stub around the stored module, whose compilation the
 persistent cache then provides.
 
 **Keys.** A stored engine is valid only for the same program. Its key hashes
-(1) the *likelihood programs* it closes over — the jaxpr text and constants of
-the problem's log-likelihood, residuals and to_physical functions, traced on the
-galaxy's data shapes (:func:`register_problem_functions`; not the compile
-signature alone, which equal models share even when constants differ) —,
+(1) the *likelihood program* it closes over — the jaxpr text and constants of
+the problem function the engine was built on (the log-likelihood, or the
+residuals for geometric VI), traced on the galaxy's abstract data shapes: not
+the compile signature alone, which equal models share even when constants
+differ. :func:`register_problem_functions` only records those shapes; the trace
+happens at the first engine call that needs the key (:func:`function_key`), once
+per function, so a NUTS fit never traces the residuals or ``to_physical`` for
+it —,
 (2) the engine builder, latent dimension and static options, (3) the shapes,
 dtypes and tree structure of the call's arguments, and (4) the code: the source
 of every tengri module and the versions of jax, jaxlib, blackjax, optax and
@@ -38,12 +42,14 @@ from typing import Any, Callable
 import jax
 import numpy as np
 
-__all__ = ["enable", "disable", "export_dir", "register_problem_functions", "ExportedEngine",
+__all__ = ["enable", "disable", "export_dir", "register_problem_functions", "function_key", "ExportedEngine",
            "code_fingerprint", "n_loaded", "n_exported"]
 
 _STATE: dict[str, Any] = {"dir": None, "loaded": 0, "exported": 0}
 _LOCK = threading.RLock()
-# problem function object (a jitted wrapper) -> hex digest of the likelihood programs
+# problem function object (a jitted wrapper) -> abstract (z, data_args) to trace it on
+_ABSTRACT_ARGS: "weakref.WeakKeyDictionary[Callable, tuple]" = weakref.WeakKeyDictionary()
+# problem function object -> hex digest of its program ("" when it cannot be traced)
 _FUNCTION_KEYS: "weakref.WeakKeyDictionary[Callable, str]" = weakref.WeakKeyDictionary()
 _VERSIONED = ("jax", "jaxlib", "blackjax", "optax", "numpy")
 
@@ -113,29 +119,44 @@ def _program_digest(fn: Callable, z: Any, data_args: Any) -> bytes:
 
 
 def register_problem_functions(functions: tuple, z: Any, data_args: Any) -> None:
-    """Key ``functions`` (log_likelihood, residuals, to_physical; None allowed) by their programs.
+    """Record the shapes to key ``functions`` (log_likelihood, residuals, to_physical; None allowed) on.
 
-    Traces each once on the abstract values of ``z`` and ``data_args`` (no
-    compilation). Does nothing when export is disabled or they are keyed already.
+    Keeps the abstract values (shape, dtype) of ``z`` and ``data_args``; nothing is
+    traced until :func:`function_key` is asked for a function. The first shapes
+    recorded for a function are kept (Fitters sharing a function share its shapes).
     """
-    if _STATE["dir"] is None:
-        return
     present = [f for f in functions if f is not None]
     with _LOCK:
-        if all(f in _FUNCTION_KEYS for f in present):
+        if all(f in _FUNCTION_KEYS or f in _ABSTRACT_ARGS for f in present):
             return
     abstract = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(np.shape(a), jax.numpy.result_type(a)),
                                       (z, data_args))
-    digest = hashlib.sha256()
-    try:
-        for fn in functions:
-            digest.update(b"-" if fn is None else _program_digest(fn, *abstract))
-    except Exception:  # not traceable on abstract values: leave it unkeyed (plain jit)
-        return
-    key = digest.hexdigest()
     with _LOCK:
         for fn in present:
-            _FUNCTION_KEYS.setdefault(fn, key)
+            if fn not in _FUNCTION_KEYS:
+                _ABSTRACT_ARGS.setdefault(fn, abstract)
+
+
+def function_key(fn: Callable) -> str | None:
+    """Hex digest of ``fn``'s program on its registered shapes (traced once, then remembered).
+
+    None for a function never registered, or one that does not trace on abstract
+    values (its engines then run as plain jit).
+    """
+    with _LOCK:
+        key = _FUNCTION_KEYS.get(fn)
+        abstract = _ABSTRACT_ARGS.get(fn) if key is None else None
+    if key is None:
+        if abstract is None:
+            return None
+        try:
+            key = _program_digest(fn, *abstract).hex()
+        except Exception:  # noqa: BLE001 - not traceable on abstract values: unkeyed
+            key = ""
+        with _LOCK:
+            key = _FUNCTION_KEYS.setdefault(fn, key)
+            _ABSTRACT_ARGS.pop(fn, None)
+    return key or None
 
 
 def _leaf_signature(leaf: Any) -> str:
@@ -175,25 +196,25 @@ class ExportedEngine:
         leaves, treedef = jax.tree_util.tree_flatten(args)
         if any(isinstance(leaf, jax.core.Tracer) for leaf in leaves):
             return self.engine(*args)
-        function_key = _FUNCTION_KEYS.get(self._function)
-        if function_key is None:
-            return self.engine(*args)
         shapes = (str(treedef), tuple(_leaf_signature(leaf) for leaf in leaves))
         call = self._calls.get(shapes)
         if call is None:
-            call = self._load_or_export(directory, function_key, shapes, args)
+            program_key = function_key(self._function)
+            if program_key is None:
+                return self.engine(*args)
+            call = self._load_or_export(directory, program_key, shapes, args)
             if call is None:
                 return self.engine(*args)
             self._calls[shapes] = call
         return call(*args)
 
-    def _key(self, function_key: str, shapes: tuple) -> str:
-        parts = (code_fingerprint(), function_key, self._description, repr(shapes), jax.default_backend(),
+    def _key(self, program_key: str, shapes: tuple) -> str:
+        parts = (code_fingerprint(), program_key, self._description, repr(shapes), jax.default_backend(),
                  str(jax.config.jax_enable_x64))
         return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
-    def _load_or_export(self, directory: Path, function_key: str, shapes: tuple, args: tuple):
-        path = directory / f"engine-{self._key(function_key, shapes)}.jaxexport"
+    def _load_or_export(self, directory: Path, program_key: str, shapes: tuple, args: tuple):
+        path = directory / f"engine-{self._key(program_key, shapes)}.jaxexport"
         try:
             if path.exists():
                 exported = jax.export.deserialize(bytearray(path.read_bytes()))
