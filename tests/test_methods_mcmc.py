@@ -238,3 +238,50 @@ def test_dispersed_start_falls_back_to_the_start_where_the_density_is_not_finite
 def test_sampler_rejects_a_negative_init_jitter(gaussian):
     with pytest.raises(ParameterError, match="init_jitter"):
         mcmc.run_nuts(gaussian[0], KEY, init_jitter=-0.1)
+
+
+# ------------------------------------------------------------------ pooled adaptation
+def test_pooled_adaptation_takes_the_smallest_step_and_the_mean_metric_per_galaxy():
+    step = np.array([[0.02, 0.037, 0.012], [0.5, 0.4, 0.6]])  # (galaxy, chain)
+    metric = np.arange(2 * 3 * 2 * 2, dtype=float).reshape(2, 3, 2, 2) + 1.0
+    pooled_step, pooled_metric = mcmc.pooled_adaptation(step, metric, "pooled")
+    np.testing.assert_array_equal(pooled_step, [[0.012] * 3, [0.4] * 3])
+    for galaxy in range(2):
+        for chain in range(3):
+            np.testing.assert_allclose(pooled_metric[galaxy, chain], metric[galaxy].mean(axis=0))
+    same_step, same_metric = mcmc.pooled_adaptation(step, metric, "per_chain")
+    np.testing.assert_array_equal(same_step, step)
+    np.testing.assert_array_equal(same_metric, metric)
+    with pytest.raises(ParameterError, match="adaptation"):
+        mcmc.pooled_adaptation(step, metric, "shared")
+
+
+def test_chains_sample_with_the_pooled_step_size_and_metric(gaussian):
+    options = {"n_chains": 3, "n_warmup": 200, "n_samples": 200}
+    pooled = mcmc.run_nuts(gaussian[0], KEY, **options).diagnostics
+    adapted = pooled["adapted_step_size_per_chain"]
+    assert pooled["adaptation"] == "pooled" and len(set(adapted.tolist())) == 3
+    np.testing.assert_array_equal(pooled["step_size_per_chain"], np.full(3, adapted.min()))
+    metric = pooled["inverse_mass_matrix"]
+    np.testing.assert_array_equal(metric[0], metric[2])
+
+    own = mcmc.run_nuts(gaussian[0], KEY, adaptation="per_chain", **options).diagnostics
+    # the warm-ups are the same; only what the chains sample with differs
+    np.testing.assert_array_equal(own["adapted_step_size_per_chain"], adapted)
+    np.testing.assert_array_equal(own["step_size_per_chain"], adapted)
+    np.testing.assert_allclose(own["inverse_mass_matrix"].mean(axis=0), metric[0], rtol=1e-12)
+    assert not np.array_equal(own["inverse_mass_matrix"][0], own["inverse_mass_matrix"][2])
+
+
+def test_more_nuts_chains_compile_nothing_new(gaussian):
+    options = {"n_warmup": 100, "n_samples": 100}
+    mcmc.run_nuts(gaussian[0], KEY, n_chains=2, **options)
+    with count_xla_compilations() as compiles:
+        result = mcmc.run_nuts(gaussian[0], KEY, n_chains=3, **options)
+    assert len(compiles) == 0
+    assert np.asarray(result.samples).shape == (3, 100, 5)
+
+
+def test_sampler_rejects_an_unknown_adaptation(gaussian):
+    with pytest.raises(ParameterError, match="adaptation"):
+        mcmc.run_hmc(gaussian[0], KEY, adaptation="shared")

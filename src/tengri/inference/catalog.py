@@ -21,7 +21,9 @@ which engines take as a traced argument (``docs/architecture.md``). So:
     differently, so such galaxies can end in a neighbouring local optimum.
     With ``mcmc_nuts``/``hmc``/``dynamic_hmc``/``ghmc`` (only when asked for:
     ``strategy="batched"``), the MAP starts are batched as above and then the
-    sampler's engine (window adaptation + chain) is batched over galaxies.
+    sampler's engines (window adaptation, then burn-in + draws) are batched over
+    galaxies; between them each galaxy's chains pool their adaptation as
+    ``Fitter.run`` does (option ``adaptation``).
     **What is shared** is the compiled program, the warm-up schedule and the
     number of steps; each galaxy adapts its *own* step size and diagonal mass
     matrix (latent posterior widths differ by orders of magnitude between a
@@ -629,9 +631,12 @@ def _vmapped_mcmc(method, opts, problem, keys, inits, data_args, axes, mode):
     n_samples = optimize.positive_int(method, "n_samples", opts["n_samples"])
     n_chains = optimize.positive_int(method, "n_chains", opts["n_chains"])
     max_doublings = optimize.positive_int(method, "max_num_doublings", opts.get("max_num_doublings", 10))
-    engine = mcmc.build_hmc_family_engine(
-        problem.log_likelihood, problem.n_dim, method, n_warmup, n_burnin, n_samples,
-        bool(opts["use_dense"]), max_doublings if method == "mcmc_nuts" else 0)
+    use_dense = bool(opts["use_dense"])
+    doublings = max_doublings if method == "mcmc_nuts" else 0
+    warmup = mcmc.build_hmc_warmup_engine(problem.log_likelihood, problem.n_dim, method, n_warmup,
+                                          use_dense, doublings)
+    sampling = mcmc.build_hmc_sampling_engine(problem.log_likelihood, problem.n_dim, method,
+                                              n_burnin, n_samples, use_dense, doublings)
     # per galaxy: key → (key_map, key_chains) as in mcmc._chain_keys
     split = jax.vmap(jax.random.split)(keys)
     key_map, key_chains = split[:, 0], split[:, 1]
@@ -644,16 +649,24 @@ def _vmapped_mcmc(method, opts, problem, keys, inits, data_args, axes, mode):
                                            np.float64(defaults["tol"]))["point"]
     else:
         z0 = inits
-    run = _batched(engine, axes, 4, mode)
-    chains = []
-    for chain in range(n_chains):
-        chain_keys = jax.vmap(lambda k: jax.random.fold_in(k, chain))(key_chains)
-        chains.append(jax.tree.map(np.asarray, run(
-            chain_keys, z0, data_args, np.float64(opts["target_accept"]),
-            np.int64(opts.get("num_integration_steps", 1)), np.float64(opts.get("alpha", 1.0)),
-            np.float64(opts.get("delta", 0.0)),
-            np.float64(opts.get("init_jitter", mcmc.INIT_JITTER)))))
-    stacked = {k: np.stack([c[k] for c in chains], axis=1) for k in chains[0]}  # (batch, chain, ...)
+    nis, alpha, delta = (np.int64(opts.get("num_integration_steps", 1)),
+                         np.float64(opts.get("alpha", 1.0)), np.float64(opts.get("delta", 0.0)))
+    chain_keys = [jax.vmap(lambda k, c=chain: jax.random.fold_in(k, c))(key_chains)
+                  for chain in range(n_chains)]
+    run_warmup = _batched(warmup, axes, 5, mode)
+    warmed = [jax.tree.map(np.asarray, run_warmup(
+        keys_c, z0, data_args, np.float64(opts["target_accept"]), nis, alpha, delta,
+        np.float64(opts.get("init_jitter", mcmc.INIT_JITTER)))) for keys_c in chain_keys]
+    warmed = jax.tree.map(lambda *leaves: np.stack(leaves, axis=1), *warmed)  # (batch, chain, ...)
+    step_size, metric = mcmc.pooled_adaptation(warmed["step_size"], warmed["inverse_mass_matrix"],
+                                               opts.get("adaptation", "pooled"))
+    run_sampling = _batched(sampling, axes, 3, mode)
+    drawn = [jax.tree.map(np.asarray, run_sampling(
+        keys_c, {"state": tuple(leaf[:, c] for leaf in warmed["state"]),
+                 "step_size": step_size[:, c], "inverse_mass_matrix": metric[:, c]},
+        data_args, nis, alpha, delta)) for c, keys_c in enumerate(chain_keys)]
+    drawn = {k: np.stack([d[k] for d in drawn], axis=1) for k in drawn[0]}
+    stacked = mcmc.sampled_chains(warmed, drawn, step_size, metric)
     stacked["_sizes"] = np.tile([n_chains, n_warmup, n_burnin, n_samples], (len(keys), 1))
     return stacked, None
 
@@ -666,6 +679,6 @@ def _mcmc_raw(method, opts, one: dict):
     from tengri.inference.methods.mcmc import chain_diagnostics
 
     diagnostics = {**chain_diagnostics(one, n_chains, n_warmup, n_burnin, n_samples),
-                   "catalog_strategy": "batched"}
+                   "catalog_strategy": "batched", "adaptation": opts.get("adaptation", "pooled")}
     return RawResult(method=method, point=samples.mean(axis=(0, 1)), samples=samples,
                      diagnostics=diagnostics, loss_history=None)
