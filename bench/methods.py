@@ -32,6 +32,13 @@ Mocks:
   the record. The bench refuses to run other methods on a pre-registered mock
   whose reference fails the criterion.
 
+Outcome (2026-11-26, 2-core CPU, load ~5): ``sf`` **failed** the criterion:
+split-R̂ max 1.0135 (A_V; Z 1.0128), min ESS 224 (A_V; Z 272), 127 divergences in
+8000 draws (``bench/records/methods_cpu_2core_s6.sf_reference.json``). By the rule,
+``sf_young`` next, which **met** it: split-R̂ max 1.0060 (age), min ESS 1695 (age),
+46 divergences in 8000 draws. The table of record is on ``sf_young``
+(``bench/records/methods_cpu_2core_s6.{json,md}``).
+
 On a pre-registered mock the reference runs before any method. Run it alone
 first (``--reference-only``), then the table with ``--resume``, so that every
 row's first call is timed in a fresh process as on ``demo``.
