@@ -25,7 +25,10 @@ orders of magnitude with τ, made an exponentially steep "wall" in τ that NUTS
 diverged at and mixed slowly along. ``--noise-floor-mag 26`` uses one depth for
 every band.
 
-    .venv/bin/python bench/recovery.py [--n 20] [--workers 2] [--warmup 500] [--samples 1000]
+At the defaults the 20 mocks take about 38 min on 2 shared CPU cores.
+
+    .venv/bin/python bench/recovery.py [--n 20] [--workers 2] [--warmup 2000] [--samples 2500]
+        [--target-accept 0.95]
         [--noise-floor-mag depths|none|MAG] [--nebular] [--ssp-npz PATH] [--name NAME]
 """
 
@@ -177,11 +180,14 @@ def main():
     parser.add_argument("--nebular", action="store_true")
     parser.add_argument("--ssp-npz", default=None)
     parser.add_argument("--chains", type=int, default=4)
-    parser.add_argument("--warmup", type=int, default=500)
-    parser.add_argument("--samples", type=int, default=1000)
-    # 0.9, not the packaged 0.8: on mocks 0-3 (4 chains x 500) 0.8 without dispersed starts
-    # gave 257 divergences, split-R̂ max 2.22 and median ESS 27; 0.9 with them 70, 1.13, 299
-    parser.add_argument("--target-accept", type=float, default=0.9, help="NUTS target acceptance")
+    # Defaults are the settings that meet the acceptance (records/recovery_cpu_2core_pooled_w2000.json:
+    # pooled warm-up, 4 x (2000 + 2500), target_accept 0.95: R-hat max 1.0087, coverage 0.76).
+    # With 1000 warm-up steps mock 8 kept R-hat 1.04 (recovery_cpu_2core_pooled.json).
+    parser.add_argument("--warmup", type=int, default=2000)
+    parser.add_argument("--samples", type=int, default=2500)
+    # Not the packaged 0.8: on mocks 0-3 (4 chains x 500) 0.8 without dispersed starts gave
+    # 257 divergences, split-R̂ max 2.22 and median ESS 27; 0.9 with them 70, 1.13, 299
+    parser.add_argument("--target-accept", type=float, default=0.95, help="NUTS target acceptance")
     parser.add_argument("--init-jitter", type=float, default=None,
                         help="latent sd of the chains' starts around the MAP (default: packaged)")
     parser.add_argument("--noise-floor-mag", default=NOISE_FLOOR_DEFAULT,
