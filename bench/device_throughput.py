@@ -104,7 +104,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ssp-npz", default=None)
     parser.add_argument("--batch", type=int, nargs="+", default=[1000])
-    parser.add_argument("--galaxies", type=int, nargs="+", default=[100])
+    parser.add_argument("--galaxies", type=int, nargs="*", default=[100],
+                        help="catalog sizes for the MAP throughput (none: skip it)")
     parser.add_argument("--name", default="device_throughput")
     args = parser.parse_args()
     import jax
