@@ -64,6 +64,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from tengri.errors import ParameterError
+from tengri.model import band_table_rank
 
 __all__ = [
     "MAG_TO_LN",
@@ -621,7 +622,8 @@ def _dense_sums(table, starts, weights, a_mag, a_min_mag, a_step_mag, kappa) -> 
 
     Static starts slice the table; on the other source axes the block is placed
     by one-hot matrices, and the Hermite weights of the two nodes around A by
-    one-hot rows over the nodes: no gather touches the table.
+    one-hot rows over the nodes: no gather touches the table. The product runs through
+    a low-rank basis of the node axis when that is exact to rounding (:mod:`band_table_rank`).
     """
     n_q, n_node, n_kind = table.shape[:3]
     sources = table.shape[3:]
@@ -636,7 +638,7 @@ def _dense_sums(table, starts, weights, a_mag, a_min_mag, a_step_mag, kappa) -> 
             block = jnp.moveaxis(full, axis, 0)[None]  # (1, size, ...)
             place = place.reshape(place.shape + (1,) * (block.ndim - 2)).astype(full.dtype)
             full = jnp.moveaxis(jnp.sum(place * block, axis=1), 0, axis)
-    per_node = jnp.tensordot(table, full, axes=(tuple(range(3, table.ndim)), tuple(range(full.ndim))))
+    per_node = band_table_rank.source_sums(table, full)  # (Q, n_node, n_kind)
     if n_node == 1:
         return per_node[:, 0, 0]
     node, t = _node_and_offset(a_mag, a_min_mag, a_step_mag, n_node)
