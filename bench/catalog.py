@@ -1,6 +1,8 @@
 """The real GOODS-S catalog (616 galaxies) through CatalogFitter: MAP, Laplace, NUTS, Dask.
 
-For each method: the time to prepare the galaxies (per-galaxy band tables; numpy),
+For each method: the time to prepare the galaxies (per-galaxy band tables; numpy; one
+Fitter each, and batched: ``SEDModel.prepare_batch`` and CatalogFitter's whole batch
+preparation with and without it),
 the wall time of the fits after compilation (the engines are compiled first on a
 few galaxies of the same batch shape), galaxies/s, and for the MAP the log M*
 offset (median) and scatter (NMAD) against FAST's ``lmass``. ``--check-fitter N``
@@ -54,6 +56,44 @@ def timed_fit(model, galaxies, method, n_pad, options, warm):
                     "wall_s_after_compile": wall, "galaxies_per_s": len(galaxies) / wall}
 
 
+def preparation_timings(model, galaxies, n_pad: int) -> dict:
+    """Seconds per galaxy of preparing a batch of ``n_pad`` galaxies (after one warm-up):
+    one Fitter per galaxy (``SEDModel.prepare`` each), and what CatalogFitter's batched
+    strategy does (``_build_fitters(batched=True)``: one ``prepare_batch``, then the Fitters,
+    and the stacking of the batch's data_args), against the same without ``prepare_batch``."""
+    import jax
+
+    from tengri.inference import catalog
+    from tengri.inference.fitter import Fitter
+
+    records = [catalog._as_record(g, i, model, {}) for i, g in enumerate(galaxies[: 2 * n_pad])]
+    warm, batch = records[:n_pad], records[n_pad:]
+    Fitter(model, warm[0].flux_obs, warm[0].noise, data_mask=warm[0].mask, fixed=warm[0].fixed)
+    start = time.perf_counter()
+    for rec in batch:
+        Fitter(model, rec.flux_obs, rec.noise, data_mask=rec.mask, fixed=rec.fixed)
+    fitter_each = (time.perf_counter() - start) / len(batch)
+    start = time.perf_counter()
+    model.prepare_batch([rec.fixed for rec in batch])
+    prepare_batch = (time.perf_counter() - start) / len(batch)
+
+    def catalog_preparation(batched: bool) -> float:
+        start = time.perf_counter()
+        fitters, _, prepared = catalog._build_fitters(model, batch, batched=batched)
+        args = [f.problem.data_args for f in fitters]
+        context = None if prepared is None else catalog._batch_context(prepared, list(range(len(batch))),
+                                                                       len(batch))
+        axes = catalog._data_axes(fitters[0]) if context is None else catalog._data_axes_between(*fitters[:2])
+        jax.block_until_ready(catalog._stack(args, axes, context))
+        return (time.perf_counter() - start) / len(batch)
+
+    catalog_preparation(True)
+    return {"prepare_timings_batch": len(batch), "fitter_s_per_galaxy_warm": fitter_each,
+            "prepare_batch_s_per_galaxy": prepare_batch,
+            "catalog_preparation_s_per_galaxy": {"per_galaxy_prepare": catalog_preparation(False),
+                                                 "prepare_batch": catalog_preparation(True)}}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--n-galaxies", type=int, default=616)
@@ -70,6 +110,7 @@ def main() -> None:
     parser.add_argument("--real-dir", type=Path, default=REAL, help="folder with the GOODS-S files")
     parser.add_argument("--name", default="catalog", help="JSON name under bench/out")
     parser.add_argument("--no-laplace", action="store_true", help="MAP only (and NUTS if asked)")
+    parser.add_argument("--prepare-only", action="store_true", help="the preparation timings alone")
     args = parser.parse_args()
     real = args.real_dir
 
@@ -94,7 +135,12 @@ def main() -> None:
     start = time.perf_counter()
     for g in galaxies[:20]:
         Fitter(model, g.flux_obs, g.noise, data_mask=g.mask, fixed=g.fixed)
-    out["prepare_s_per_galaxy"] = (time.perf_counter() - start) / 20
+    out["prepare_s_per_galaxy"] = (time.perf_counter() - start) / 20  # the first includes set-up
+    out.update(preparation_timings(model, galaxies, args.n_pad))
+    out["uptime_load_after_prepare"] = __import__("os").getloadavg()
+    if args.prepare_only:
+        write_json(args.name, out)
+        return
 
     map_options = {"n_starts": args.map_starts}
     result, out["map"] = timed_fit(model, galaxies, "map", args.n_pad, map_options, args.n_pad)

@@ -382,7 +382,8 @@ def fit_records(model, records: Sequence[GalaxyRecord], method: str, options: di
     step = (n_pad or len(records) or 1) if strategy == "batched" else 1
     for first in range(0, len(records), step):
         idx = list(range(first, min(first + step, len(records))))
-        fitters, errs = _build_fitters(model, [records[i] for i in idx], fitter_options)
+        fitters, errs, prepared = _build_fitters(model, [records[i] for i in idx], fitter_options,
+                                                 batched=strategy == "batched")
         ready = [(i, f) for i, f, e in zip(idx, fitters, errs) if f is not None]
         for i, e in zip(idx, errs):
             errors[i] = e
@@ -395,8 +396,10 @@ def fit_records(model, records: Sequence[GalaxyRecord], method: str, options: di
             outs = [None] * len(ready)
             for members in groups.values():
                 try:
+                    context = None if prepared is None else _batch_context(
+                        prepared, [ready[n][0] - first for n in members], step)
                     got = _fit_batch(method, options, key, [records[ready[n][0]] for n in members],
-                                     [ready[n][1] for n in members], step, batch_mode)
+                                     [ready[n][1] for n in members], step, batch_mode, context)
                 except Exception as err:  # the whole batch failed: say so for each galaxy
                     got = [err] * len(members)
                 for n, out in zip(members, got):
@@ -443,30 +446,70 @@ def _fitter_data(rec: GalaxyRecord) -> tuple:
     return data, noise, mask
 
 
-def _build_fitters(model, records, fitter_options=None) -> tuple[list, list]:
+def _build_fitters(model, records, fitter_options=None, batched: bool = False) -> tuple[list, list, Any]:
     """One Fitter per galaxy (None + error text where the input is unusable).
 
     ``fitter_options``: the spectroscopic Fitter arguments (``SPECTRAL_FITTER_OPTIONS``),
-    used for galaxies with a spectrum.
+    used for galaxies with a spectrum. With ``batched`` (photometric models), the
+    galaxies' contexts come from one :meth:`SEDModel.prepare_batch` call, which the
+    Fitters then use instead of preparing one by one; the third value is
+    ``(stacked contexts, galaxy position → stacked row)`` for :func:`_batch_context`,
+    else None.
     """
     from tengri.inference.fitter import Fitter
 
-    fitters, errors = [], []
+    usable_ones = []
     for rec in records:
-        try:
-            usable = np.ones(rec.flux_obs.shape, bool) if rec.mask is None else rec.mask.copy()
-            usable &= np.isfinite(rec.flux_obs) & np.isfinite(rec.noise) & (rec.noise > 0)
-            if not usable.any() and not rec.spectro:
-                raise DataError(f"galaxy {rec.id!r}: no usable photometry (every flux or error "
-                                "is missing, NaN or ≤ 0)")
-            data, noise, mask = _fitter_data(rec)
-            extra = dict(fitter_options or {}) if rec.spectro else {}
-            fitters.append(Fitter(model, data, noise, data_mask=mask, fixed=rec.fixed, **extra))
-            errors.append("")
-        except Exception as err:
-            fitters.append(None)
-            errors.append(_error_text(err))
-    return fitters, errors
+        usable = np.ones(rec.flux_obs.shape, bool) if rec.mask is None else rec.mask.copy()
+        usable &= np.isfinite(rec.flux_obs) & np.isfinite(rec.noise) & (rec.noise > 0)
+        usable_ones.append(bool(usable.any()) or bool(rec.spectro))
+    prepared, contexts = None, [None] * len(records)
+    if batched and hasattr(model, "prepare_batch") and model.spectroscopy is None:
+        rows = [n for n, ok in enumerate(usable_ones) if ok]
+        got, stacked, _ = model.prepare_batch([records[n].fixed for n in rows])
+        for row, n in enumerate(rows):
+            contexts[n] = got[row]  # None where prepare fails: the Fitter then raises its error
+        if stacked is not None:
+            first_row = next(c for c in got if c is not None)
+            in_stack = {id(leaf) for leaf in jax.tree_util.tree_leaves(stacked)}
+            shared = {id(leaf) for leaf in jax.tree_util.tree_leaves(first_row) if id(leaf) in in_stack}
+            prepared = (stacked, {n: row for row, n in enumerate(rows)}, shared, len(rows))
+    scope = model.use_prepared([rec.fixed for rec in records], contexts) if prepared is not None else None
+    fitters, errors = [], []
+    with scope if scope is not None else _no_scope():
+        for rec, ok in zip(records, usable_ones):
+            try:
+                if not ok:
+                    raise DataError(f"galaxy {rec.id!r}: no usable photometry (every flux or error "
+                                    "is missing, NaN or ≤ 0)")
+                data, noise, mask = _fitter_data(rec)
+                extra = dict(fitter_options or {}) if rec.spectro else {}
+                fitters.append(Fitter(model, data, noise, data_mask=mask, fixed=rec.fixed, **extra))
+                errors.append("")
+            except Exception as err:
+                fitters.append(None)
+                errors.append(_error_text(err))
+    return fitters, errors, prepared
+
+
+def _no_scope():
+    import contextlib
+
+    return contextlib.nullcontext()
+
+
+def _batch_context(prepared, positions: list, batch: int) -> dict:
+    """The stacked contexts of the galaxies at ``positions`` (of the records given to
+    :func:`_build_fitters`), padded to ``batch`` rows with the first one's (as
+    :func:`_dummy_args` pads); the stacked arrays themselves when their rows are the batch."""
+    stacked, row_of, shared, n_rows = prepared
+    rows = [row_of[p] for p in positions]
+    rows += [rows[0]] * (batch - len(rows))
+    if n_rows == batch and rows == list(range(batch)):
+        return stacked
+    index = np.asarray(rows)
+    return jax.tree_util.tree_map(lambda leaf: leaf if id(leaf) in shared else np.take(leaf, index, axis=0),
+                                  stacked)
 
 
 def _data_axes(fitter) -> tuple:
@@ -476,6 +519,15 @@ def _data_axes(fitter) -> tuple:
     again = fitter.model.build_problem(fitter.data, fitter.noise, fitter.mask, fixed=fitter.fixed)
     leaves, treedef = jax.tree_util.tree_flatten(problem.data_args)
     other = jax.tree_util.tree_leaves(again.data_args)
+    return treedef, tuple(None if a is b else 0 for a, b in zip(leaves, other))
+
+
+def _data_axes_between(first, second) -> tuple:
+    """:func:`_data_axes` from two galaxies of one batch (no third problem built): with
+    batch-prepared contexts every per-galaxy leaf is its own object (a row of the
+    stacked contexts, its own data), and shared leaves are the same object in both."""
+    leaves, treedef = jax.tree_util.tree_flatten(first.problem.data_args)
+    other = jax.tree_util.tree_leaves(second.problem.data_args)
     return treedef, tuple(None if a is b else 0 for a, b in zip(leaves, other))
 
 
@@ -493,14 +545,26 @@ def _dummy_args(data_args: dict) -> dict:
             "noise": np.ones(np.shape(data_args["noise"])), "log_norm": np.float64(0.0)}
 
 
-def _stack(all_args: list, axes: tuple) -> Any:
-    """Stack galaxies' data_args along axis 0 (shared leaves once), on the device."""
+def _stack(all_args: list, axes: tuple, context: dict | None = None) -> Any:
+    """Stack galaxies' data_args along axis 0 (shared leaves once), on the device.
+
+    ``context``: the context part (prior tables, band matrices, band tables)
+    already stacked, in the batch's rows: those leaves are taken as they are.
+    """
     treedef, leaf_axes = axes
     columns = [jax.tree_util.tree_leaves(args) for args in all_args]
+    given = columns[0]
+    if context is not None:
+        template, template_def = jax.tree_util.tree_flatten({**all_args[0], **context})
+        if template_def != treedef:
+            raise DataError("the stacked contexts do not have the galaxies' data_args structure")
+        given = template
     leaves = []
     for j, axis in enumerate(leaf_axes):
         if axis is None:
             leaves.append(columns[0][j])
+        elif given[j] is not columns[0][j]:  # a stacked context leaf
+            leaves.append(jax.device_put(given[j]))
         else:
             leaves.append(jax.device_put(np.stack([np.asarray(c[j]) for c in columns])))
     return jax.tree_util.tree_unflatten(treedef, leaves)
@@ -547,19 +611,24 @@ def _batched(engine, axes: tuple, n_unbatched: int, mode: str = "vmap"):
 cache.register_gc_hook(_BATCHED.clear)
 
 
-def _fit_batch(method: str, options: dict, key, records, fitters, batch: int, mode: str) -> list:
-    """Vmapped fits of one batch (padded to ``batch``): a Posterior or an exception each."""
+def _fit_batch(method: str, options: dict, key, records, fitters, batch: int, mode: str,
+               context: dict | None = None) -> list:
+    """Vmapped fits of one batch (padded to ``batch``): a Posterior or an exception each.
+
+    ``context``: the galaxies' prepared contexts already stacked (``batch`` rows,
+    :func:`_batch_context`), used instead of stacking each galaxy's.
+    """
     from tengri.inference.methods import optimize
     from tengri.inference.problem import RawResult
 
     start = time.perf_counter()
     opts = registry.method_options(method, options)
     problem = fitters[0].problem
-    axes = _data_axes(fitters[0])
     n_real = len(fitters)
+    axes = _data_axes(fitters[0]) if context is None or n_real < 2 else _data_axes_between(*fitters[:2])
     all_args = [f.problem.data_args for f in fitters]
     all_args += [_dummy_args(all_args[0])] * (batch - n_real)
-    data_args = _stack(all_args, axes)
+    data_args = _stack(all_args, axes, context)
     keys = np.stack([np.asarray(galaxy_key(key, r.index)) for r in records]
                     + [np.asarray(galaxy_key(key, records[0].index))] * (batch - n_real))
     inits = np.stack([np.asarray(f.problem.init, np.float64) for f in fitters]

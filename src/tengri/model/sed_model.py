@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import warnings
 from functools import cached_property
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -665,22 +665,11 @@ class SEDModel:
             Per-galaxy values of fixed parameters (e.g. ``{"redshift": 1.2}``) that
             override the configured ones.
         """
-        fixed_values = dict(self.parameters.fixed_values)
-        missing = [n for n in self.per_galaxy if n not in (fixed or {})]
-        if missing:
-            raise DataError(f"per-galaxy values missing for {missing} (catalog columns)")
-        for name, value in (fixed or {}).items():
-            if name not in self.parameters.fixed_values:
-                raise ParameterError(
-                    f"per-galaxy value given for {name!r}, which is not a fixed parameter "
-                    f"(fixed: {sorted(self.parameters.fixed_values)})"
-                )
-            if not np.isfinite(value):
-                raise DataError(f"per-galaxy value of {name!r} is not finite: {value}")
-            fixed_values[name] = float(value)
+        fixed_values = self._galaxy_fixed_values(fixed)
+        prepared = self._take_prepared(fixed_values)
+        if prepared is not None:
+            return prepared
         z_fixed = fixed_values.get("redshift")
-        if z_fixed is not None and not z_fixed > 0:
-            raise DataError(f"redshift must be > 0, got {z_fixed}")
         terms = None
         if z_fixed is not None:
             terms = self._redshift_terms(z_fixed)
@@ -701,6 +690,210 @@ class SEDModel:
             if self._band_table_plan is not None:
                 ctx["band_tables"] = self._band_tables(w, fixed_values, age_gyr)
         return ctx
+
+    def _galaxy_fixed_values(self, fixed: Mapping[str, float] | None) -> dict:
+        """The configured fixed values with one galaxy's own, checked (DataError / ParameterError)."""
+        fixed_values = dict(self.parameters.fixed_values)
+        missing = [n for n in self.per_galaxy if n not in (fixed or {})]
+        if missing:
+            raise DataError(f"per-galaxy values missing for {missing} (catalog columns)")
+        for name, value in (fixed or {}).items():
+            if name not in self.parameters.fixed_values:
+                raise ParameterError(
+                    f"per-galaxy value given for {name!r}, which is not a fixed parameter "
+                    f"(fixed: {sorted(self.parameters.fixed_values)})"
+                )
+            if not np.isfinite(value):
+                raise DataError(f"per-galaxy value of {name!r} is not finite: {value}")
+            fixed_values[name] = float(value)
+        z_fixed = fixed_values.get("redshift")
+        if z_fixed is not None and not z_fixed > 0:
+            raise DataError(f"redshift must be > 0, got {z_fixed}")
+        return fixed_values
+
+    # --- many galaxies at once (catalogs) --------------------------------------------------
+    def prepare_batch(self, fixed: Sequence[Mapping[str, float] | None]) -> tuple[list, dict | None, list]:
+        """:meth:`prepare` of many galaxies at once, vectorised over them.
+
+        For photometry at a per-galaxy fixed redshift (the catalog case): the
+        redshift terms (d_L, age, IGM) and band matrices of all galaxies are array
+        operations over a galaxy axis, and the band tables of each spectrum set are
+        one :func:`band_tables.tabulate_sources_many` pass writing into one array.
+        Left per galaxy: the prior tables (a few µs) and the sub-band partition
+        (its greedy runs differ per galaxy). Models with dust emission in their
+        band tables are prepared galaxy by galaxy (``stacked`` is then None).
+
+        Parameters
+        ----------
+        fixed : sequence of mapping or None
+            Each galaxy's per-galaxy fixed values, as for :meth:`prepare`.
+
+        Returns
+        -------
+        contexts : list of dict or None
+            ``contexts[i]`` has :meth:`prepare`'s keys and values (to rounding,
+            ~1e-16) for galaxy i, as numpy views of ``stacked`` (row i); None where
+            ``errors[i]`` is set.
+        stacked : dict or None
+            The same tree with a leading galaxy axis (n_galaxy, ...) on every leaf
+            that differs between galaxies; leaves shared by every galaxy (e.g. the
+            birth-cloud shares) are the very objects found in each context. Rows of
+            failed galaxies hold another galaxy's values.
+        errors : list of Exception or None
+            What :meth:`prepare` raises for galaxy i (DataError / ParameterError).
+        """
+        n = len(fixed)
+        errors: list = [None] * n
+        values: list = [None] * n
+        for i, given in enumerate(fixed):
+            try:
+                values[i] = self._galaxy_fixed_values(given)
+            except (DataError, ParameterError) as err:
+                errors[i] = err
+        good = [i for i in range(n) if errors[i] is None]
+        plan = self._band_table_plan
+        if not good:
+            return [None] * n, None, errors
+        if plan is not None and plan["dust_emission"] is not None:  # energy balance: galaxy by galaxy
+            contexts = [None if errors[i] else self.prepare(fixed[i]) for i in range(n)]
+            return contexts, None, errors
+        values = [values[good[0]] if v is None else v for v in values]
+        z_fixed = "redshift" in values[0]
+        if z_fixed:
+            redshift = np.asarray([v["redshift"] for v in values], dtype=np.float64)
+            d_l, age_gyr, igm_blue = self._redshift_terms_many(redshift)
+        else:
+            age_gyr = np.full(n, float(cosmology.age_of_universe_gyr_numpy(
+                _prior_min(self.parameters["redshift"]), self.cosmo)))
+        stacked = {
+            "table": np.stack([np.asarray(self.parameters.prior_table({"age_of_universe": float(a)}))
+                               for a in age_gyr]),
+            "fixed": np.asarray([[v[name] for name in sorted(v)] for v in values], dtype=np.float64),
+        }
+        shared: dict = {}
+        if z_fixed and self.photometry is not None:
+            w = self._band_matrices_at(redshift, d_l, igm_blue)
+            for i in np.flatnonzero(np.any(np.sum(w, axis=2) <= 0, axis=1)).tolist():
+                if errors[i] is None:
+                    bad = [self.photometry.filter_names[b] for b in np.flatnonzero(np.sum(w[i], axis=1) <= 0)]
+                    errors[i] = DataError(f"filters {bad} fall outside the model wavelength grid "
+                                          f"at z={values[i]['redshift']}")
+            good = [i for i in range(n) if errors[i] is None]
+            if not good:
+                return [None] * n, None, errors
+            for i in set(range(n)) - set(good):  # failed rows: another galaxy's values, never used
+                w[i], values[i], age_gyr[i] = w[good[0]], values[good[0]], age_gyr[good[0]]
+            stacked["band_matrix"] = w
+            if plan is not None:
+                stacked["band_tables"], shared = self._band_tables_many(w, values, age_gyr)
+        contexts = [None if errors[i] else _context_row(stacked, shared, i) for i in range(n)]
+        if shared:
+            stacked["band_tables"] = {**stacked["band_tables"], **shared}
+        return contexts, stacked, errors
+
+    def _redshift_terms_many(self, redshift: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`_redshift_terms` of many redshifts (n,): d_L (n,), age (n,), IGM (n, n_igm_columns)."""
+        blue_obs = self.wavelength_aa[: self._n_igm_columns][None, :] * (1.0 + redshift[:, None])
+        igm_t = np.ones_like(blue_obs)
+        if self.igm == "inoue14":  # in blocks of galaxies: the (block, n_column, 39) temporaries stay in the cache
+            for first in range(0, redshift.size, bandpass.GALAXY_BLOCK):
+                block = slice(first, first + bandpass.GALAXY_BLOCK)
+                igm_t[block] = igm.igm_transmission_inoue14_numpy(
+                    blue_obs[block], np.broadcast_to(redshift[block, None], blue_obs[block].shape))
+        return (cosmology.luminosity_distance_cm_numpy(redshift, self.cosmo),
+                cosmology.age_of_universe_gyr_numpy(redshift, self.cosmo), igm_t)
+
+    def _band_matrices_at(self, redshift: np.ndarray, d_l: np.ndarray, igm_blue: np.ndarray) -> np.ndarray:
+        """:meth:`_band_matrix_at` of many galaxies, shape (n, n_band, n_wave)."""
+        igm_t = np.ones((redshift.size, self.wavelength_aa.size))
+        igm_t[:, : self._n_igm_columns] = igm_blue
+        dlnlam, filter_wave, filter_trans = self._numpy_filters
+        return bandpass.band_matrices_numpy(redshift, d_l, self.wavelength_aa, dlnlam, filter_wave, filter_trans,
+                                            igm_t)
+
+    def _band_tables_many(self, band_matrices: np.ndarray, fixed_values: list, age_of_universe_gyr: np.ndarray
+                          ) -> tuple[dict, dict]:
+        """:meth:`_band_tables` of many galaxies (no dust emission): (per-galaxy leaves stacked
+        over a leading galaxy axis, leaves shared by every galaxy)."""
+        plan = self._band_table_plan
+        k = plan["k"]
+        n, n_band = band_matrices.shape[:2]
+        subs = []
+        for w, values in zip(band_matrices, fixed_values):  # the greedy partition, galaxy by galaxy
+            if k is None:
+                subs.append(band_tables.partition_sub_bands(w, None, n_band))
+            else:
+                subs.append(band_tables.partition_sub_bands(w, k, plan["n_sub_bands"], *self._attenuation_range(values),
+                                                            plan["n_nodes"]))
+        groups: dict = {}  # galaxies sharing fixed metallicity / log U share their source spectra
+        for i, values in enumerate(fixed_values):
+            key = tuple((name, values[name]) for name in ("metallicity", "log_u") if name in values)
+            groups.setdefault(key, []).append(i)
+        out: dict = {}
+        for members in groups.values():
+            spectra = self._cached_source_spectra(fixed_values[members[0]])
+            whole = len(members) == n
+            for name, lnu in spectra.items():
+                if name not in out:
+                    n_node, n_kind = (plan["n_nodes"], 2) if k is not None else (1, 1)
+                    out[name] = band_tables._aligned_empty((n, subs[0].size.size, n_node, n_kind, *lnu.shape[:-1]))
+                got = band_tables.tabulate_sources_many(lnu, band_matrices[members], [subs[i] for i in members], k,
+                                                        plan["n_nodes"], out=out[name] if whole else None)
+                if not whole:
+                    out[name][members] = got
+        eye = np.eye(n_band)
+        out.update({
+            "kappa": np.stack([sub.kappa for sub in subs]),
+            "row_of": np.stack([eye[sub.band] for sub in subs]),
+            "a_min": np.asarray([sub.a_min_mag for sub in subs], dtype=np.float64),
+            "a_step": np.stack([sub.a_step_mag for sub in subs]),
+            "error_bound": np.asarray([sub.error_bound for sub in subs], dtype=np.float64),
+            "ssp_z": np.tile(np.asarray(self.ssp.metallicity_zsun, np.float64), (n, 1)),
+            "age_of_universe_yr": np.asarray(age_of_universe_gyr, dtype=np.float64) * _GYR,
+        })
+        for bound, values in zip(out["error_bound"], fixed_values):
+            self._warn_band_table_error(float(bound), values)
+        shared = dict(self._age_weights)
+        if self.nebular:
+            shared["neb_z"], shared["neb_log_u"] = self.grids["neb_z"], self.grids["neb_log_u"]
+        return out, shared
+
+    @cached_property
+    def _prepared_store(self):
+        import threading
+
+        return threading.local()
+
+    def _take_prepared(self, fixed_values: Mapping[str, float]) -> dict | None:
+        """A context handed over by :meth:`use_prepared` for these fixed values (used once), else None."""
+        store = getattr(self._prepared_store, "contexts", None)
+        if not store:
+            return None
+        waiting = store.get(tuple(sorted(fixed_values.items())))
+        return waiting.pop(0) if waiting else None
+
+    def use_prepared(self, fixed: Sequence[Mapping[str, float] | None], contexts: list):
+        """Context manager: inside it (in this thread) :meth:`prepare` returns ``contexts[i]``
+        for a galaxy with the fixed values ``fixed[i]``, each once (e.g. from
+        :meth:`prepare_batch`), so a Fitter built there skips the preparation. None
+        entries are skipped; anything else is prepared as usual."""
+        import contextlib
+
+        @contextlib.contextmanager
+        def scope():
+            store: dict = {}
+            for given, ctx in zip(fixed, contexts):
+                if ctx is not None:
+                    key = tuple(sorted(self._galaxy_fixed_values(given).items()))
+                    store.setdefault(key, []).append(ctx)
+            previous = getattr(self._prepared_store, "contexts", None)
+            self._prepared_store.contexts = store
+            try:
+                yield
+            finally:
+                self._prepared_store.contexts = previous
+
+        return scope()
 
     @cached_property
     def _likelihoods(self) -> dict:
@@ -985,17 +1178,7 @@ class SEDModel:
         a_range = None if plan["k"] is None else self._attenuation_range(fixed_values)
         spectra = self._cached_source_spectra(fixed_values)
         out = self._tables_of(spectra, band_matrix, plan["n_sub_bands"], a_range)
-        bound = float(out["error_bound"])
-        if bound > _BAND_TABLE_WARNING:
-            configured = self.parameters.fixed_values["redshift"]
-            tuned = f"the configured z={configured}" if configured > 0 else f"z in {_TUNING_REDSHIFTS}"
-            warnings.warn(
-                f"band tables at z={fixed_values['redshift']}: the interpolation error bound in "
-                f"attenuation is {bound:.1e} (relative), for {plan['n_sub_bands']} sub-bands tuned at "
-                f"{tuned}; expect errors of that "
-                "size in bands far in the rest-frame ultraviolet (see tengri.model.band_tables)",
-                RuntimeWarning, stacklevel=3,
-            )
+        self._warn_band_table_error(float(out["error_bound"]), fixed_values)
         out["ssp_z"] = jnp.asarray(self.ssp.metallicity_zsun, jnp.float64)
         out.update(self._age_weights)
         out["age_of_universe_yr"] = jax.device_put(np.float64(age_of_universe_gyr * _GYR))
@@ -1007,6 +1190,20 @@ class SEDModel:
                 theta = {name: jnp.asarray(value) for name, value in fixed_values.items()}
                 out["dust_ir"] = jnp.asarray(band_matrix @ np.asarray(self._unit_dust_emission(theta, self.grids)))
         return out
+
+    def _warn_band_table_error(self, bound: float, fixed_values: Mapping[str, float]) -> None:
+        """RuntimeWarning when a galaxy's band tables have an interpolation error bound above 1e-4."""
+        if bound > _BAND_TABLE_WARNING:
+            plan = self._band_table_plan
+            configured = self.parameters.fixed_values["redshift"]
+            tuned = f"the configured z={configured}" if configured > 0 else f"z in {_TUNING_REDSHIFTS}"
+            warnings.warn(
+                f"band tables at z={fixed_values['redshift']}: the interpolation error bound in "
+                f"attenuation is {bound:.1e} (relative), for {plan['n_sub_bands']} sub-bands tuned at "
+                f"{tuned}; expect errors of that "
+                "size in bands far in the rest-frame ultraviolet (see tengri.model.band_tables)",
+                RuntimeWarning, stacklevel=4,
+            )
 
     @cached_property
     def _bolometric_cache(self) -> dict:
@@ -1097,6 +1294,14 @@ class SEDModel:
         )
         per_unit = tables["dust_ir"] if plan["ir_fixed"] else band_matrix @ self._unit_dust_emission(theta, grids)
         return bands + (intrinsic - attenuated) * per_unit
+
+
+def _context_row(stacked: dict, shared: dict, i: int) -> dict:
+    """Galaxy i's context: row i (a view) of every stacked leaf, plus the ``shared`` band-table leaves."""
+    row = jax.tree_util.tree_map(lambda leaf: leaf[i], stacked)
+    if shared:
+        row["band_tables"] = {**row["band_tables"], **shared}
+    return row
 
 
 def _with_ssfr(derived: Mapping[str, jax.Array]) -> dict:

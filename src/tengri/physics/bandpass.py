@@ -21,7 +21,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["pack_filters", "log_wavelength_widths", "band_matrix", "band_matrix_numpy", "MPC_CM"]
+__all__ = ["pack_filters", "log_wavelength_widths", "band_matrix", "band_matrix_numpy", "band_matrices_numpy",
+           "MPC_CM"]
 
 MPC_CM = 3.0856775814913673e24
 
@@ -100,6 +101,43 @@ def band_matrix_numpy(redshift: float, luminosity_distance_cm: float, wavelength
     wave_obs = np.asarray(wavelength_rest_aa, dtype=np.float64) * (1.0 + redshift)
     trans = np.stack([np.interp(wave_obs, wave, curve) for wave, curve in zip(filter_wave_aa, filter_trans)])
     return _normalised(trans, redshift, luminosity_distance_cm, dlnlam, igm_transmission, np)
+
+
+def band_matrices_numpy(redshift: np.ndarray, luminosity_distance_cm: np.ndarray, wavelength_rest_aa, dlnlam,
+                        filter_wave_aa, filter_trans, igm_transmission: np.ndarray) -> np.ndarray:
+    """:func:`band_matrix_numpy` of many galaxies at once, shape (n_galaxy, n_band, n_wave).
+
+    ``redshift`` and ``luminosity_distance_cm`` [cm] have shape (n_galaxy,),
+    ``igm_transmission`` (n_galaxy, n_wave); the other arguments as for
+    :func:`band_matrix_numpy`. Each galaxy's matrix is the one
+    :func:`band_matrix_numpy` gives (element by element the same arithmetic). The
+    interpolation is one call per filter for a block of galaxies; blocks of
+    :data:`GALAXY_BLOCK` keep the temporaries in the cache (over a whole catalog
+    chunk at once, the normalisation alone was 5x slower than galaxy by galaxy).
+    """
+    redshift = np.asarray(redshift, dtype=np.float64)
+    distance = np.asarray(luminosity_distance_cm, dtype=np.float64)
+    igm_transmission = np.asarray(igm_transmission, dtype=np.float64)
+    rest = np.asarray(wavelength_rest_aa, dtype=np.float64)
+    out = np.empty((redshift.size, len(filter_wave_aa), rest.size))
+    for first in range(0, redshift.size, GALAXY_BLOCK):
+        block = slice(first, first + GALAXY_BLOCK)
+        wave_obs = rest[None, :] * (1.0 + redshift[block, None])
+        weights = out[block]
+        for b, (wave, curve) in enumerate(zip(filter_wave_aa, filter_trans)):
+            weights[:, b] = np.interp(wave_obs, wave, curve)
+        # _normalised's arithmetic, in place
+        weights *= dlnlam
+        norm = np.sum(weights, axis=-1, keepdims=True)
+        scale = (1.0 + redshift[block]) / (4.0 * np.pi * distance[block] ** 2)
+        weights /= np.where(norm > 0, norm, 1.0)
+        weights *= igm_transmission[block, None, :]
+        weights *= scale[:, None, None]
+    return out
+
+
+GALAXY_BLOCK = 8
+"""Galaxies per block of :func:`band_matrices_numpy` (~8 MB of temporaries for 41 bands × 3266 points)."""
 
 
 def _normalised(trans, redshift, luminosity_distance_cm, dlnlam, igm_transmission, xp):

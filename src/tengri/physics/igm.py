@@ -91,7 +91,9 @@ def _tau_lyman_series(wavelength_obs_aa: Array, one_plus_z: Array, xp=jnp) -> Ar
     lam_j = xp.asarray(coefs["wavelength_aa"])
     laf, dla = xp.asarray(coefs["laf"]), xp.asarray(coefs["dla"])
     ratio = wavelength_obs_aa[..., None] / lam_j  # (..., 39)
-    in_range = (ratio > 1.0) & (wavelength_obs_aa[..., None] < lam_j * one_plus_z)
+    # one redshift per wavelength (numpy host path, several galaxies) needs its own axis
+    reach = lam_j * (one_plus_z[..., None] if xp.ndim(one_plus_z) else one_plus_z)
+    in_range = (ratio > 1.0) & (wavelength_obs_aa[..., None] < reach)
     tau_laf = xp.where(
         ratio < 2.2,
         laf[:, 0] * ratio**1.2,
@@ -181,11 +183,23 @@ def igm_transmission_inoue14(wavelength_obs_aa: ArrayLike, redshift: ArrayLike) 
     return jnp.exp(-igm_optical_depth_inoue14(wavelength_obs_aa, redshift))
 
 
-def igm_transmission_inoue14_numpy(wavelength_obs_aa: ArrayLike, redshift: float) -> np.ndarray:
+def igm_transmission_inoue14_numpy(wavelength_obs_aa: ArrayLike, redshift: ArrayLike) -> np.ndarray:
     """:func:`igm_transmission_inoue14` in numpy (float64, shape of ``wavelength_obs_aa``).
 
     The same formulae on the host, for per-galaxy set-up outside jit (one XLA
     program per call would cost more than the arithmetic); not differentiable.
+
+    ``redshift`` is a float, or an array of the shape of ``wavelength_obs_aa``
+    (one source redshift per wavelength, e.g. (n_galaxy, 1) against
+    (n_galaxy, n_wave) broadcast by the caller): many galaxies in one pass, each
+    element computed as the single-redshift call computes it.
     """
     wavelength = np.asarray(wavelength_obs_aa, dtype=np.float64)
-    return np.exp(-_optical_depth(wavelength, np.float64(redshift), np))
+    redshift = np.asarray(redshift, dtype=np.float64)
+    if redshift.ndim:
+        if redshift.shape != wavelength.shape:
+            raise DataError(f"redshift must be a scalar or have the shape of wavelength_obs_aa "
+                            f"{wavelength.shape}, got {redshift.shape}")
+    else:
+        redshift = np.float64(redshift)
+    return np.exp(-_optical_depth(wavelength, redshift, np))
