@@ -1,4 +1,4 @@
-"""Every ```python block of docs/*.md runs, and docs/configuration.md lists the code's default priors."""
+"""Every ```python block of README.md and docs/*.md runs, and docs/configuration.md lists the code's default priors."""
 
 import re
 from pathlib import Path
@@ -13,7 +13,8 @@ _FENCE = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
 
 
 def _snippets():
-    for page in sorted(p for p in DOCS.glob("*.md") if p.name not in _NOT_EXAMPLES):
+    pages = [DOCS.parent / "README.md"] + sorted(p for p in DOCS.glob("*.md") if p.name not in _NOT_EXAMPLES)
+    for page in pages:
         for n, block in enumerate(_FENCE.findall(page.read_text()), 1):
             yield pytest.param(block, id=f"{page.name}-{n}")
 
