@@ -145,7 +145,12 @@ def hubble_distance_mpc(cosmo: FlatLambdaCDM) -> Array:
 
 def hubble_time_gyr(cosmo: FlatLambdaCDM) -> Array:
     """1/H0 in Gyr (Julian years)."""
-    return _MPC_KM / jnp.asarray(cosmo.h0, dtype=float) / _GYR_S
+    return _hubble_time_gyr(jnp.asarray(cosmo.h0, dtype=float))
+
+
+def _hubble_time_gyr(h0):
+    """1/H0 [Gyr] for H0 [km/s/Mpc]: a float or array of any namespace."""
+    return _MPC_KM / h0 / _GYR_S
 
 
 def _dimensionless_comoving_distance(z: Array, om0: Array, xp=jnp) -> Array:
@@ -166,7 +171,7 @@ def _age_gyr(z: Array, h0: Array, om0: Array, xp=jnp) -> Array:
     """Closed-form age [Gyr] at ``z`` (see the module docstring); ``xp`` as above."""
     ol0 = 1.0 - om0
     arg = xp.sqrt(ol0 / om0) * (1.0 + z) ** -1.5
-    return _MPC_KM / h0 / _GYR_S * 2.0 / (3.0 * xp.sqrt(ol0)) * xp.arcsinh(arg)
+    return _hubble_time_gyr(h0) * 2.0 / (3.0 * xp.sqrt(ol0)) * xp.arcsinh(arg)
 
 
 def comoving_distance_mpc(z: ArrayLike, cosmo: FlatLambdaCDM = PLANCK18) -> Array:
