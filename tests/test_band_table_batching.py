@@ -102,18 +102,44 @@ def test_dense_contraction_is_chosen_only_for_a_large_batch_over_a_shared_table(
     assert not _dense_is_used(BATCH, tables_batched=True)
 
 
-def test_dense_contraction_is_not_offered_when_it_would_do_far_more_work():
-    """Many attenuation nodes and a traced start on a long axis: the gather reads a tiny part."""
-    many_nodes = jnp.ones((N_Q, 40, 2, 20, N_AGE))
-    weights = jnp.ones((2, N_AGE))
-    assert band_tables._dense_extra_work(many_nodes.shape, (jnp.asarray(3), 0), weights.shape) \
+MANY_NODES = (N_Q, 40, 2, 20, N_AGE)  # many attenuation nodes and a long metallicity axis
+
+
+def _stellar_sums(table, theta, sums=band_tables.attenuated_sums):
+    """A metallicity-bracketed SFH block of ``table`` (its metallicity axis on 0.01-3 Z☉)."""
+    metallicity, _, av, scale = theta
+    z_start, z_weights = band_tables.linear_bracket(jnp.linspace(0.01, 3.0, table.shape[3]), metallicity)
+    weights = z_weights[:, None] * (scale * jnp.exp(-jnp.arange(N_AGE) / (2.0 + scale)))[None, :]
+    return sums(table, (z_start, 0), weights, av, -0.1, TABLES["a_step"], TABLES["kappa"])
+
+
+def test_dense_contraction_is_not_offered_when_it_would_do_far_more_work(monkeypatch):
+    """Many attenuation nodes and a traced start on a long axis: the gather reads a tiny part,
+    so even a large batch gathers."""
+    assert band_tables._dense_extra_work(MANY_NODES, (jnp.asarray(3), 0), (2, N_AGE)) \
         > band_tables.DENSE_MAX_EXTRA_WORK
-    sums = lambda w: band_tables.attenuated_sums(many_nodes, (jnp.asarray(3), 0), w, 0.2, 0.0,  # noqa: E731
-                                                 TABLES["a_step"], TABLES["kappa"])
-    assert "custom_vmap_call" not in str(jax.make_jaxpr(sums)(weights))
-    assert "custom_vmap_call" in str(jax.make_jaxpr(
-        lambda w: band_tables.attenuated_sums(TABLES["stellar"], (jnp.asarray(3), FIRST_OLD), w[:, FIRST_OLD:],
-                                              0.2, 0.0, TABLES["a_step"], TABLES["kappa"]))(weights))
+    traced = []
+    dense = band_tables._dense_sums
+    monkeypatch.setattr(band_tables, "_dense_sums", lambda *args: traced.append(True) or dense(*args))
+    thetas = _thetas(BATCH)
+    jax.make_jaxpr(jax.vmap(lambda theta: _stellar_sums(jnp.ones(MANY_NODES), theta)))(thetas)
+    assert not traced
+    jax.make_jaxpr(jax.vmap(lambda theta: _stellar_sums(TABLES["stellar"], theta)))(thetas)
+    assert traced  # the spy sees the dense form where it is offered
+
+
+def test_a_large_batch_that_gathers_agrees_with_the_gathered_form():
+    """Past DENSE_MAX_EXTRA_WORK a batch sums its entries as the gather reads them (``fused``)."""
+    rng = np.random.default_rng(5)
+    table = rng.uniform(0.5, 2.0, MANY_NODES)
+    table[:, :, 1] -= 1.25
+    table = jnp.asarray(table)
+    f = lambda theta: _stellar_sums(table, theta)  # noqa: E731
+    ref = lambda theta: _stellar_sums(table, theta, band_tables._gathered_sums)  # noqa: E731
+    thetas = _thetas(BATCH, seed=6)
+    _close_trees(jax.jit(jax.vmap(_derivatives(f)))(thetas), jax.jit(jax.vmap(_derivatives(ref)))(thetas))
+    total = lambda g: jax.jit(jax.grad(lambda ts: jnp.sum(jax.vmap(_loss(g))(ts))))  # noqa: E731
+    _close(total(f)(thetas), total(ref)(thetas))
 
 
 def test_dense_form_reads_starts_as_dynamic_slice_does():
