@@ -1110,7 +1110,9 @@ class SEDModel:
         """L_ν of the source groups [erg/s/Hz per M☉ formed], fixed parameters' axes contracted.
 
         ``stellar`` (n_z, n_age, n_wave); with nebular emission also ``young`` (the
-        first n_young ages, ionising light removed) and ``nebular`` (n_z, n_u, n_k, n_wave).
+        first n_young ages, ionising light removed) and ``nebular`` (n_z, n_u, n_k, n_wave),
+        and ``stellar`` then holds only the ages from ``first_old`` on (the younger ones
+        shine only inside birth clouds, through ``young``).
         """
         plan = self._band_table_plan
         stellar = np.asarray(self.ssp.lnu, dtype=np.float64)
@@ -1127,6 +1129,9 @@ class SEDModel:
             if "log_u" in fixed_values:
                 neb = band_tables.interpolate_axis(neb, np.asarray(grids["neb_log_u"]), fixed_values["log_u"], 1)
             spectra["nebular"] = neb
+            # a table of its own rather than a slice per call: under a vmap the dense
+            # product would copy the sliced table (non-contiguous) at every call
+            spectra["stellar"] = np.ascontiguousarray(stellar[:, plan["first_old"]:])
         return spectra
 
     @cached_property
@@ -1265,7 +1270,8 @@ class SEDModel:
         z_start, z_weights = _bracket_or_fixed(tables["ssp_z"], theta["metallicity"], tables["stellar"].shape[3])
         first_old, n_young = plan["first_old"], plan["n_young"]
         young_mass = z_weights[:, None] * (mass * young_share)[None, :n_young]
-        groups = [("stellar", (z_start, first_old), z_weights[:, None] * (mass * (1.0 - young_share))[None, first_old:],
+        old_start = 0 if self.nebular else first_old  # with nebular emission the table starts there
+        groups = [("stellar", (z_start, old_start), z_weights[:, None] * (mass * (1.0 - young_share))[None, first_old:],
                    a_ism)]
         if self.nebular:
             groups.append(("young", (z_start, 0), young_mass, a_young))
