@@ -736,11 +736,7 @@ def _dense_sums(table, starts, weights, a_mag, a_min_mag, a_step_mag, kappa) -> 
             first = int(_slice_start(int(start), length, size))
             table = jax.lax.slice_in_dim(table, first, first + size, axis=3 + axis)
         elif size < length:
-            first = _slice_start(jnp.asarray(start, jnp.int32), length, size)
-            place = jnp.arange(length)[:, None] == first + jnp.arange(size)[None, :]  # (length, size)
-            block = jnp.moveaxis(full, axis, 0)[None]  # (1, size, ...)
-            place = place.reshape(place.shape + (1,) * (block.ndim - 2)).astype(full.dtype)
-            full = jnp.moveaxis(jnp.sum(place * block, axis=1), 0, axis)
+            full = _placed(full, _slice_start(jnp.asarray(start, jnp.int32), length, size), length, axis)
     per_node = jnp.tensordot(table, full, axes=(tuple(range(3, table.ndim)), tuple(range(full.ndim))))
     if n_node == 1:
         return per_node[:, 0, 0]
@@ -754,6 +750,32 @@ def _hermite_sums(v, t, a_mag, a_step_mag, kappa) -> jax.Array:
     h = _hermite_basis(t)
     r = h[0] * v[:, 0, 0] + h[1] * a_step_mag * v[:, 0, 1] + h[2] * v[:, 1, 0] + h[3] * a_step_mag * v[:, 1, 1]
     return r * jnp.exp(-MAG_TO_LN * a_mag * kappa)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3))
+def _placed(block: jax.Array, first: jax.Array, length: int, axis: int) -> jax.Array:
+    """``block`` at ``first`` on ``axis`` of zeros of ``length`` there, by a one-hot product.
+
+    Its derivative is the tangent written into zeros (``dynamic_update_slice``), whose
+    transpose reads the cotangent's block back: the transpose of the one-hot product
+    materialised the one-hot broadcast over the whole batch, (batch, n_z, 2, n_age),
+    and the vmapped gradient of the likelihood was 1.2x slower. (The one-hot product
+    stays for the value: written into zeros, the vmapped likelihood was 2x slower.)
+    """
+    size = block.shape[axis]
+    place = jnp.arange(length)[:, None] == first + jnp.arange(size)[None, :]  # (length, size)
+    moved = jnp.moveaxis(block, axis, 0)[None]  # (1, size, ...)
+    place = place.reshape(place.shape + (1,) * (moved.ndim - 2)).astype(block.dtype)
+    return jnp.moveaxis(jnp.sum(place * moved, axis=1), 0, axis)
+
+
+@_placed.defjvp
+def _placed_jvp(length: int, axis: int, primals, tangents):
+    block, first = primals
+    shape = list(block.shape)
+    shape[axis] = length
+    tangent = jax.lax.dynamic_update_slice_in_dim(jnp.zeros(shape, block.dtype), tangents[0], first, axis)
+    return _placed(block, first, length, axis), tangent
 
 
 def sub_bands_to_bands(sub_band_flux: jax.Array, band_of_sub_band: jax.Array) -> jax.Array:
