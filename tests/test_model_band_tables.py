@@ -7,7 +7,7 @@ import pytest
 from conftest import DEMO_FILTERS
 
 from tengri import Fixed, LogUniform, Normal, Parameters, Photometry, SEDModel, Uniform
-from tengri.model import band_tables
+from tengri.model import band_tables, sed_model
 from tengri.physics import attenuation
 
 N_DRAWS = 64
@@ -311,3 +311,34 @@ def test_sub_bands_of_a_catalog_redshift_are_tuned_at_typical_redshifts():
     for z in (0.5, 3.0):
         bound = float(model.prepare({"redshift": z})["band_tables"]["error_bound"])
         assert bound <= 1e-6
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dust_emission", [False, "dl07"])
+def test_tables_hold_the_nodes_the_priors_reach_and_give_the_same_likelihood(dust_emission, monkeypatch):
+    # metallicity 0.1-2 Z☉ reads the BC03 nodes 0.02-2.5 (5 of 7), log U -3.2 to -1.7 the nodes -3.5 to -1.5
+    priors = {"metallicity": LogUniform(0.1, 2.0), "log_u": Uniform(-3.2, -1.7)}
+    filters = DEMO_FILTERS + (["spitzer_mips_24"] if dust_emission else [])
+    cut = _model(True, "calzetti", False, dust_emission=dust_emission, filters=filters, **priors)
+    problem = _problem(cut)
+    tables = problem.data_args["band_tables"]
+    assert tables["stellar"].shape[3] == tables["young"].shape[3] == 5
+    assert tables["nebular"].shape[3:5] == (5, 5)
+    np.testing.assert_array_equal(tables["ssp_z"], [0.02, 0.2, 0.4, 1.0, 2.5])
+    np.testing.assert_array_equal(tables["neb_log_u"], [-3.5, -3.0, -2.5, -2.0, -1.5])
+    monkeypatch.setattr(sed_model, "_reachable_nodes", lambda nodes, prior: slice(0, np.size(nodes)))
+    whole = _model(True, "calzetti", False, dust_emission=dust_emission, filters=filters, **priors)
+    reference = _problem(whole)
+    assert reference.data_args["band_tables"]["stellar"].shape[3] == 7
+    # prior draws and points pressed against the bounds, one at a time and as a dense vmapped batch
+    z = jax.random.normal(jax.random.key(3), (band_tables.DENSE_BATCH_MIN, problem.init.size))
+    z = z.at[:8].multiply(8.0)
+    one_at_a_time = lambda f: jax.jit(lambda zs, a: jax.lax.map(lambda zi: f(zi, a), zs))  # noqa: E731
+    for transform in (one_at_a_time, lambda f: jax.jit(jax.vmap(f, (0, None)))):
+        for name in ("predicted", "log_likelihood"):
+            got = transform(cut._likelihoods[name])(z, problem.data_args)
+            want = transform(whole._likelihoods[name])(z, reference.data_args)
+            np.testing.assert_allclose(got, want, rtol=1e-12)
+    grad = lambda m, p: jax.jit(jax.vmap(jax.grad(m._likelihoods["log_likelihood"]), (0, None)))(z, p.data_args)  # noqa: E731
+    got, want = grad(cut, problem), grad(whole, reference)
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10 * np.max(np.abs(want)))

@@ -848,14 +848,14 @@ class SEDModel:
             "a_min": np.asarray([sub.a_min_mag for sub in subs], dtype=np.float64),
             "a_step": np.stack([sub.a_step_mag for sub in subs]),
             "error_bound": np.asarray([sub.error_bound for sub in subs], dtype=np.float64),
-            "ssp_z": np.tile(np.asarray(self.ssp.metallicity_zsun, np.float64), (n, 1)),
+            "ssp_z": np.tile(np.asarray(self._table_nodes["ssp_z"]), (n, 1)),
             "age_of_universe_yr": np.asarray(age_of_universe_gyr, dtype=np.float64) * _GYR,
         })
         for bound, values in zip(out["error_bound"], fixed_values):
             self._warn_band_table_error(float(bound), values)
         shared = dict(self._age_weights)
         if self.nebular:
-            shared["neb_z"], shared["neb_log_u"] = self.grids["neb_z"], self.grids["neb_log_u"]
+            shared["neb_z"], shared["neb_log_u"] = self._table_nodes["neb_z"], self._table_nodes["neb_log_u"]
         return out, shared
 
     @cached_property
@@ -1036,6 +1036,7 @@ class SEDModel:
         if self.nebular:
             lit = self._plan_arrays["nebular_age_weights"].sum(axis=0) > 0
             plan["nebular_ages"] = np.flatnonzero(lit)
+        plan["node_range"] = self._reachable_node_ranges()
         z = self.parameters.fixed_values["redshift"]
         # a per-galaxy redshift is configured as a placeholder 0 (no band matrix there):
         # the sub-bands are then tuned to fit the typical redshifts
@@ -1050,6 +1051,23 @@ class SEDModel:
                 self._bolometric_weights[None, :], plan, _BOLOMETRIC_SUB_BANDS
             )
         return plan
+
+    def _reachable_node_ranges(self) -> dict:
+        """Per (parameter, source group): the slice of its grid nodes that interpolation can read.
+
+        Within a bounded prior's range linear interpolation reads only the nodes
+        from the bracket of its lower bound to that of its upper bound, so the tables
+        hold only those, as the attenuation nodes span only the A_V prior's range (a
+        metallicity prior of 0.1-2 Z☉ on the 7 BC03 metallicities: 5 of them, and
+        the vmapped likelihood's dense products shrink by as much). Unbounded: all.
+        """
+        grids = {"metallicity": {"stellar": self.ssp.metallicity_zsun, "young": self.ssp.metallicity_zsun}}
+        if self.nebular:
+            grids["metallicity"]["nebular"] = self.grids["neb_z"]
+            grids["log_u"] = {"nebular": self.grids["neb_log_u"]}
+        return {param: {name: _reachable_nodes(nodes, self.parameters[param] if param in self.parameters else None)
+                        for name, nodes in by_name.items()}
+                for param, by_name in grids.items()}
 
     def _fewest_sub_bands(self, weights: np.ndarray, plan: dict, candidates) -> int:
         """The fewest sub-bands of ``weights`` (n_row, n_wave) whose error bound is small.
@@ -1092,6 +1110,16 @@ class SEDModel:
         return {name: np.asarray(value, dtype=np.float64) for name, value in out.items()}
 
     @cached_property
+    def _table_nodes(self) -> dict:
+        """The metallicity (and log U) nodes of the band tables' free axes, cut as the tables are."""
+        reach = self._band_table_plan["node_range"]
+        out = {"ssp_z": np.asarray(self.ssp.metallicity_zsun, np.float64)[reach["metallicity"]["stellar"]]}
+        if self.nebular:
+            out["neb_z"] = np.asarray(self.grids["neb_z"], np.float64)[reach["metallicity"]["nebular"]]
+            out["neb_log_u"] = np.asarray(self.grids["neb_log_u"], np.float64)[reach["log_u"]["nebular"]]
+        return jax.device_put(out)
+
+    @cached_property
     def _age_weights(self) -> dict:
         """The chain's birth-cloud shares per SSP age and, with nebular emission, the
         SSP-age → nebular-age weights of the lit nebular ages (the same for every call)."""
@@ -1106,8 +1134,10 @@ class SEDModel:
         """ν Δln λ per grid point [Hz]: Σ L_ν · these is the luminosity (as DustAttenuation sums it)."""
         return comp.C_AA_PER_S / self.wavelength_aa * np.asarray(self.grids["dlnlam"])
 
-    def _source_spectra(self, fixed_values: Mapping[str, float]) -> dict:
-        """L_ν of the source groups [erg/s/Hz per M☉ formed], fixed parameters' axes contracted.
+    def _source_spectra(self, fixed_values: Mapping[str, float], reachable_only: bool = True) -> dict:
+        """L_ν of the source groups [erg/s/Hz per M☉ formed], fixed parameters' axes contracted,
+        the free ones cut to the nodes their priors reach (``reachable_only``, see
+        :meth:`_reachable_node_ranges`).
 
         ``stellar`` (n_z, n_age, n_wave); with nebular emission also ``young`` (the
         first n_young ages, ionising light removed) and ``nebular`` (n_z, n_u, n_k, n_wave),
@@ -1115,9 +1145,12 @@ class SEDModel:
         shine only inside birth clouds, through ``young``).
         """
         plan = self._band_table_plan
+        reach = plan["node_range"] if reachable_only else None
         stellar = np.asarray(self.ssp.lnu, dtype=np.float64)
         if "metallicity" in fixed_values:
             stellar = band_tables.interpolate_axis(stellar, self.ssp.metallicity_zsun, fixed_values["metallicity"], 0)
+        elif reach is not None:
+            stellar = stellar[reach["metallicity"]["stellar"]]
         spectra = {"stellar": stellar}
         if self.nebular:
             grids = self.grids
@@ -1126,8 +1159,12 @@ class SEDModel:
             neb = np.asarray(grids["neb_total_lnu"])[:, :, plan["nebular_ages"]]
             if "metallicity" in fixed_values:
                 neb = band_tables.interpolate_axis(neb, np.asarray(grids["neb_z"]), fixed_values["metallicity"], 0)
+            elif reach is not None:
+                neb = neb[reach["metallicity"]["nebular"]]
             if "log_u" in fixed_values:
                 neb = band_tables.interpolate_axis(neb, np.asarray(grids["neb_log_u"]), fixed_values["log_u"], 1)
+            elif reach is not None:
+                neb = neb[:, reach["log_u"]["nebular"]]
             spectra["nebular"] = neb
             # a table of its own rather than a slice per call: under a vmap the dense
             # product would copy the sliced table (non-contiguous) at every call
@@ -1184,11 +1221,9 @@ class SEDModel:
         spectra = self._cached_source_spectra(fixed_values)
         out = self._tables_of(spectra, band_matrix, plan["n_sub_bands"], a_range)
         self._warn_band_table_error(float(out["error_bound"]), fixed_values)
-        out["ssp_z"] = jnp.asarray(self.ssp.metallicity_zsun, jnp.float64)
+        out.update(self._table_nodes)
         out.update(self._age_weights)
         out["age_of_universe_yr"] = jax.device_put(np.float64(age_of_universe_gyr * _GYR))
-        if self.nebular:
-            out["neb_z"], out["neb_log_u"] = self.grids["neb_z"], self.grids["neb_log_u"]
         if plan["dust_emission"] is not None:
             out["bolometric"], out["intrinsic"] = self._bolometric_tables(a_range, fixed_values)
             if plan["ir_fixed"]:
@@ -1224,7 +1259,7 @@ class SEDModel:
         plan = self._band_table_plan
         if a_range not in self._bolometric_cache:
             weights = self._bolometric_weights[None, :]
-            spectra = self._source_spectra({})
+            spectra = self._source_spectra({}, reachable_only=False)  # fixed axes are contracted below
             attenuated = self._tables_of(spectra, weights, plan["n_sub_bolometric"], a_range)
             dust_free = band_tables.partition_sub_bands(weights, None, 1)
             intrinsic = {name: band_tables.tabulate_sources(lnu, weights, dust_free, None)
@@ -1244,6 +1279,8 @@ class SEDModel:
                     for param, axis in axes[name].items():
                         if param in fixed_values:
                             table = band_tables.interpolate_axis(table, nodes[param][name], fixed_values[param], axis)
+                        else:  # as the band tables are cut
+                            table = table[(slice(None),) * axis + (plan["node_range"][param][name],)]
                 out[name] = jnp.asarray(table)
             return out
 
@@ -1383,6 +1420,24 @@ def _attenuation_range(av: tuple[float, float], eta: tuple[float, float]) -> tup
     low = min(0.0, *av, *corners)
     high = max(0.0, *av, *corners)
     return low, max(high, low + _ATTENUATION_STEP_MAG)
+
+
+def _reachable_nodes(nodes, prior: Prior | None) -> slice:
+    """The nodes that :func:`band_tables.linear_bracket` reads for values within ``prior``'s bounds.
+
+    From the bracket of the lower bound to that of the upper bound (the same rule:
+    clamped to the grid, a node's own bracket starts at it); all nodes without bounds.
+    """
+    nodes = np.asarray(nodes, dtype=np.float64)
+    bounds = None if prior is None else _prior_bounds(prior)
+    if bounds is None or nodes.size < 2:
+        return slice(0, nodes.size)
+
+    def bracket_start(x: float) -> int:
+        x = min(max(x, nodes[0]), nodes[-1])
+        return int(np.clip(np.searchsorted(nodes, x, side="right") - 1, 0, nodes.size - 2))
+
+    return slice(bracket_start(bounds[0]), bracket_start(bounds[1]) + 2)
 
 
 def _bracket_or_fixed(nodes: jax.Array, x: jax.Array, axis_length: int) -> tuple[jax.Array, jax.Array]:
