@@ -115,6 +115,18 @@ def test_delayed_cumulative_has_the_closed_form():
     assert float(got) == pytest.approx(expected, rel=1e-13)
 
 
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_regularised_lower_gamma_and_its_derivative_match_scipy_on_both_branches(k):
+    # the series (x < 1) and the finite sum (x >= 1) share one exp(-x); dP/dx = x^(k-1) e^-x / (k-1)!
+    from scipy.special import gammainc
+
+    x = np.concatenate([np.geomspace(1e-6, 0.999, 40), [1.0], np.geomspace(1.001, 700.0, 60)])
+    got = np.asarray(jax.jit(lambda v: sfh._regularised_lower_gamma(k, v))(x))
+    slope = np.asarray(jax.jit(jax.vmap(jax.grad(lambda v: sfh._regularised_lower_gamma(k, v))))(x))
+    np.testing.assert_allclose(got, gammainc(k, x), rtol=3e-14, atol=0)
+    np.testing.assert_allclose(slope, x ** (k - 1) * np.exp(-x) / math.factorial(k - 1), rtol=1e-13, atol=0)
+
+
 def test_delayed_cumulative_stays_accurate_when_tau_is_much_longer_than_age():
     # τ ≫ age: SFR ∝ s (time since the start), so F(lookback) = ((age − lookback)/age)²
     params = {"age_gyr": 1.0, "tau_gyr": 1e6}
