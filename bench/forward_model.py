@@ -5,7 +5,8 @@ Calzetti + nebular galaxy at z = 1 (tengri with 6 free parameters, through the b
 tables that its likelihood uses at fixed z and through the full-spectrum chain). bagpipes is timed in the same run
 (``model_galaxy.update`` per evaluation). The band-table likelihood is also timed over
 the same 1000 points vmapped 64 at a time, its gradient vmapped ×1000, and its SFH weights
-alone (the floor of a call).
+alone (the floor of a call). The value and gradient are also timed inside one compiled loop
+of 1000 calls (``*_in_loop_s``), as NUTS calls them.
 
 BAGPIPES sums its SSPs on 0.1-dex ages (about 40 up to the age of the universe);
 tengri's default sums the 221 raw BC03 ages, the more accurate (``bench/parity_age_binning.py``)
@@ -70,6 +71,10 @@ def tengri_timings() -> dict:
     # the same 1000 evaluations vmapped 64 at a time: one vmap of 1000 materialises every
     # evaluation's gathered table slices at once (~280 MB here) and runs ~3x slower per evaluation
     log_likelihood = paths["band_tables"]
+    # what NUTS pays per leapfrog step: its trajectories are compiled loops, so each gradient
+    # runs without the per-call dispatch that single_s / gradient_s include (~100 us or more)
+    out["band_tables"]["single_in_loop_s"] = _in_loop_seconds(log_likelihood, z0, args)
+    out["band_tables"]["gradient_in_loop_s"] = _in_loop_seconds(jax.grad(log_likelihood), z0, args)
     chunked = jax.jit(lambda z, a: jax.lax.map(lambda zi: log_likelihood(zi, a), z, batch_size=64))
     jax.block_until_ready(chunked(zb, args))
     t_chunked = timeit(lambda: jax.block_until_ready(chunked(zb, args)), repeat=3, number=1)
@@ -94,6 +99,25 @@ def tengri_timings() -> dict:
                                 if np.ndim(table) >= 3}
     out["band_tables_bagpipes_ages"] = _bagpipes_ages_timings(zb)
     return out
+
+
+N_LOOP = 1000
+
+
+def _in_loop_seconds(f, z0, args) -> float:
+    """Seconds per call of ``f(z, args)`` called N_LOOP times, at a new z each, in one jitted fori_loop."""
+    import jax
+    import jax.numpy as jnp
+
+    def run(z, data_args):
+        def body(i, total):
+            return total + jnp.sum(f(z + 1e-3 * jnp.sin(1.0 * i), data_args))
+
+        return jax.lax.fori_loop(0, N_LOOP, body, 0.0)
+
+    looped = jax.jit(run)
+    jax.block_until_ready(looped(z0, args))
+    return timeit(lambda: jax.block_until_ready(looped(z0, args)), repeat=5, number=1) / N_LOOP
 
 
 def _parameters():
