@@ -324,6 +324,14 @@ def test_validate_passes_when_mcmc_agrees():
     assert set(report["overlap"]) == {"p0", "p1"} and min(report["overlap"].values()) > 0.7
     assert post._fitter.calls[0]["method"] == "mcmc_nuts"
     assert post._fitter.calls[0]["n_samples"] == 400 and post._fitter.calls[0]["init_from"] is post
+    assert post._fitter.calls[0]["n_chains"] == 4
+
+
+def test_validate_takes_the_callers_chain_count():
+    post = vi_result()
+    post._fitter = check_run()
+    post.validate(n_steps=100, n_chains=1)
+    assert post._fitter.calls[0]["n_chains"] == 1
 
 
 def test_validate_fails_when_mcmc_disagrees():

@@ -242,12 +242,12 @@ def test_to_param_spec_builds_a_new_model_whose_prior_fits_the_data(nuts_post, m
 
 # --- validation -----------------------------------------------------------------------------
 def test_validate_passes_for_nuts_on_a_well_posed_mock(nuts_post):
-    # Same warm-up and draw counts as the fixture, four check chains: one chain of 300 draws
-    # (ESS ~100) can sit in a minor metallicity mode of this mock (Z overlap 0.0 with key 8) or
-    # cover the age–τ ridge only in part (τ 0.48 with key 7 after a rounding-level change of the
-    # likelihood); four chains passed with overlaps >= 0.70 for keys 7-10.
-    report = nuts_post.validate(n_steps=N_SAMPLES, n_warmup=N_WARMUP, use_dense=True, n_chains=4,
-                                key=jax.random.PRNGKey(7))
+    # Same warm-up and draw counts as the fixture; validate's four check chains (its default):
+    # one chain of 300 draws (ESS ~100) can sit in a minor metallicity mode of this mock (Z
+    # overlap 0.0 with key 8) or cover the age–τ ridge only in part (τ 0.48 with key 7 after a
+    # rounding-level change of the likelihood); four chains passed with overlaps >= 0.70 for keys 7-10.
+    report = nuts_post.validate(n_steps=N_SAMPLES, n_warmup=N_WARMUP, use_dense=True, key=jax.random.PRNGKey(7))
+    assert report["mcmc_result"].n_chains == 4
     assert set(report["overlap"]) == set(FREE)
     print({k: round(v, 2) for k, v in report["overlap"].items()})
     assert report["passed"]

@@ -728,10 +728,14 @@ class Posterior:
     def validate(self, n_steps: int = 200, **kwargs: Any) -> dict:
         """Check this result against a short MCMC run started from it.
 
-        Runs ``fitter.run(method, init_from=self, n_samples=n_steps, **kwargs)`` with
-        NUTS when the problem has ≤ 20 free dimensions, Ray Tracing otherwise, and
+        Runs ``fitter.run(method, init_from=self, n_samples=n_steps, n_chains=4, **kwargs)``
+        with NUTS when the problem has ≤ 20 free dimensions, Ray Tracing otherwise, and
         compares the marginals parameter by parameter (scalar parameters except
-        ``psd_xi`` and those constant in both results).
+        ``psd_xi`` and those constant in both results). Four chains by default
+        (``n_chains=`` overrides): one short chain can sit in a minor mode or cover a
+        curved degeneracy only in part, and then flags a correct result (measured on
+        a 12-band delayed-τ mock: one chain of 300 draws gave a metallicity overlap of
+        0.0 for one key, four chains ≥ 0.70 for every key tried).
 
         For draws the agreement is the histogram intersection (1 = identical, 0 =
         disjoint). For a point estimate it is ``2 min(F, 1 − F)``, with F the MCMC
@@ -740,7 +744,7 @@ class Posterior:
         Parameters
         ----------
         n_steps : int
-            MCMC draws (default 200: a quick sanity check).
+            MCMC draws per chain (default 200: a quick sanity check).
         **kwargs
             Forwarded to ``fitter.run`` (e.g. ``key``, ``n_warmup``).
 
@@ -759,6 +763,7 @@ class Posterior:
         if isinstance(n_steps, bool) or not isinstance(n_steps, (int, np.integer)) or n_steps < 2:
             raise ValueError(f"n_steps must be an integer ≥ 2, got {n_steps!r}")
         method = "mcmc_nuts" if self._n_dimensions() <= 20 else "mcmc_raytrace"
+        kwargs.setdefault("n_chains", 4)
         check = fitter.run(method, init_from=self, n_samples=int(n_steps), **kwargs)
         reference = check._require_samples("validate (MCMC check)")
         overlap = {}
