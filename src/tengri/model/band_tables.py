@@ -49,7 +49,8 @@ is instead one matrix product of the whole table with one-hot weights (the same
 numbers to rounding, see :func:`attenuated_sums`).
 
 Building (numpy, per galaxy): :func:`partition_sub_bands`, :func:`tabulate_sources`
-(:func:`tabulate_sources_many` for many galaxies into one array), :func:`interpolate_axis`.
+(:func:`tabulate_sources_many` for many galaxies into one array), :func:`interpolate_axis`,
+:func:`bracket_start`.
 Per call (pure ``jax.numpy``): :func:`linear_bracket`, :func:`attenuated_sums`,
 :func:`sub_bands_to_bands`.
 """
@@ -74,6 +75,7 @@ __all__ = [
     "hermite_error_bound",
     "tabulate_sources",
     "tabulate_sources_many",
+    "bracket_start",
     "interpolate_axis",
     "linear_bracket",
     "attenuated_sums",
@@ -515,6 +517,15 @@ def _single_threaded_blas():
     return _blas_controller().limit(limits=1, user_api="blas")
 
 
+def bracket_start(nodes: np.ndarray, x: float) -> int:
+    """Index of the first of the two ``nodes`` (ascending, ≥ 2) that :func:`linear_bracket`
+    interpolates between at ``x``, in numpy: x clamped to the node range, a node's
+    own bracket starting at it (the last node's at the one before)."""
+    nodes = np.asarray(nodes, dtype=np.float64)
+    x = min(max(float(x), nodes[0]), nodes[-1])
+    return int(np.clip(np.searchsorted(nodes, x, side="right") - 1, 0, nodes.size - 2))
+
+
 def interpolate_axis(values: np.ndarray, nodes: np.ndarray, x: float, axis: int) -> np.ndarray:
     """Linear interpolation of ``values`` along ``axis`` at ``x``, keeping the axis (length 1).
 
@@ -523,7 +534,7 @@ def interpolate_axis(values: np.ndarray, nodes: np.ndarray, x: float, axis: int)
     """
     nodes = np.asarray(nodes, dtype=np.float64)
     xc = float(np.clip(x, nodes[0], nodes[-1]))
-    start = int(np.clip(np.searchsorted(nodes, xc, side="right") - 1, 0, nodes.size - 2))
+    start = bracket_start(nodes, xc)
     upper = (xc - nodes[start]) / (nodes[start + 1] - nodes[start])
     index = [slice(None)] * np.ndim(values)
     index[axis] = slice(start, start + 2)

@@ -1432,12 +1432,7 @@ def _reachable_nodes(nodes, prior: Prior | None) -> slice:
     bounds = None if prior is None else _prior_bounds(prior)
     if bounds is None or nodes.size < 2:
         return slice(0, nodes.size)
-
-    def bracket_start(x: float) -> int:
-        x = min(max(x, nodes[0]), nodes[-1])
-        return int(np.clip(np.searchsorted(nodes, x, side="right") - 1, 0, nodes.size - 2))
-
-    return slice(bracket_start(bounds[0]), bracket_start(bounds[1]) + 2)
+    return slice(band_tables.bracket_start(nodes, bounds[0]), band_tables.bracket_start(nodes, bounds[1]) + 2)
 
 
 def _bracket_or_fixed(nodes: jax.Array, x: jax.Array, axis_length: int) -> tuple[jax.Array, jax.Array]:
