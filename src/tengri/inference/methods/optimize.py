@@ -135,7 +135,6 @@ def _minimise_one(objective: Callable, z0: jax.Array, max_steps: jax.Array,
                   tol: jax.Array, capacity: int) -> dict[str, jax.Array]:
     """L-BFGS from one start; every count is traced, the history buffer static."""
     solver = _lbfgs()
-    value_and_grad = optax.value_and_grad_from_state(objective)
     opt_state = solver.init(z0)
     value, grad = jax.value_and_grad(objective)(z0)
     history = jnp.full((capacity,), jnp.nan).at[0].set(value)
@@ -150,7 +149,12 @@ def _minimise_one(objective: Callable, z0: jax.Array, max_steps: jax.Array,
         updates, opt_state = solver.update(grad, opt_state, z, value=value, grad=grad,
                                            value_fn=objective)
         z_new = optax.apply_updates(z, updates)
-        value_new, grad_new = value_and_grad(z_new, state=opt_state)
+        # The line search evaluated the objective at z_new. (optax's
+        # value_and_grad_from_state would evaluate it again where that value is
+        # not finite, a fourth copy of the likelihood and its gradient in the
+        # compiled loop; the loop stops there anyway.)
+        value_new = optax.tree_utils.tree_get(opt_state, "value")
+        grad_new = optax.tree_utils.tree_get(opt_state, "grad")
         opt_state = _forget_curvature_if_line_search_failed(solver, opt_state, z_new)
         progress = value_new < value - FTOL_RELATIVE * (1.0 + jnp.abs(value))
         n_stall = jnp.where(progress, 0, n_stall + 1)
@@ -215,12 +219,17 @@ def find_map(log_likelihood: Callable, key: jax.Array, z0: jax.Array, data_args:
     def next_start(index, carry):
         best, n_total = carry
         run = minimise(index)
-        better = jnp.isfinite(run["value"]) & ~(run["value"] >= best["value"])
+        better = (index == 0) | (jnp.isfinite(run["value"]) & ~(run["value"] >= best["value"]))
         best = jax.tree.map(lambda new, old: jnp.where(better, new, old), run, best)
         return best, n_total + run["n_iterations"]
 
-    first = minimise(jnp.asarray(0))
-    best, n_total = jax.lax.fori_loop(1, n_starts, next_start, (first, first["n_iterations"]))
+    # Start 0 runs inside the loop too (its placeholder is always replaced): a
+    # second copy of the L-BFGS loop outside it doubled the compiled program,
+    # whose size sets the time a fresh process spends loading it from disk.
+    placeholder = jax.tree.map(lambda leaf: jnp.zeros(leaf.shape, leaf.dtype),
+                               jax.eval_shape(minimise, jnp.asarray(0)))
+    best, n_total = jax.lax.fori_loop(0, jnp.maximum(n_starts, 1), next_start,
+                                      (placeholder, jnp.asarray(0)))
     return {
         "point": best["z"],
         "neg_log_density": best["value"],
