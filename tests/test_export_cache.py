@@ -1,5 +1,6 @@
-"""Engines exported to the disk cache (jax.export): loaded instead of traced, keyed
-by the likelihood programs, the code and the call's shapes; safe fallbacks."""
+"""Engines exported to the disk cache (jax.export) with their compiled executables:
+loaded instead of traced, keyed by the likelihood programs, the code and the call's
+shapes; safe fallbacks."""
 
 import jax
 import numpy as np
@@ -115,11 +116,54 @@ def test_an_engine_that_cannot_be_exported_runs_plainly_with_a_warning(exported,
     assert _files(exported) == []
 
 
+def _executables(directory):
+    return sorted(directory.glob("*.xlaexec"))
+
+
+def test_a_stored_executable_runs_without_reading_its_export(exported):
+    model = GaussianModel(signature="export-executable")
+    first = _run(model, "map", MAP)
+    (path,) = exported.glob("*.jaxexport")
+    assert len(_executables(exported)) == 1
+    path.write_bytes(b"not an export")  # never read while the executable is there
+    tengri.gc()
+    n_loaded = _export_cache.n_loaded()
+    again = _run(model, "map", MAP)
+    assert _export_cache.n_loaded() == n_loaded + 1
+    np.testing.assert_allclose(_draws(again), _draws(first), rtol=1e-12)
+
+
+def test_a_corrupt_executable_falls_back_to_the_export(exported):
+    model = GaussianModel(signature="export-corrupt-executable")
+    first = _run(model, "map", MAP)
+    (path,) = _executables(exported)
+    path.write_bytes(b"not an executable")
+    tengri.gc()
+    again = _run(model, "map", MAP)
+    np.testing.assert_allclose(_draws(again), _draws(first), rtol=1e-12)
+
+
+def test_an_executable_from_the_persistent_cache_is_not_stored_again(exported):
+    """Only XLA's own compilation is serialised (a CPU executable loaded from jax's
+    cache serialises without its kernels)."""
+    model = GaussianModel(signature="export-no-reserialise")
+    first = _run(model, "map", MAP)
+    (path,) = _executables(exported)
+    path.unlink()
+    tengri.gc()
+    with cache.count_compilations() as seen:
+        again = _run(model, "map", MAP)
+    assert seen.persistent_cache_hits >= 1 and _executables(exported) == []
+    np.testing.assert_allclose(_draws(again), _draws(first), rtol=1e-12)
+
+
 def test_a_corrupt_export_file_falls_back_to_tracing(exported):
     model = GaussianModel(signature="export-corrupt")
     _run(model, "map", MAP)
     (path,) = exported.glob("*.jaxexport")
     path.write_bytes(b"not an export")
+    for executable in _executables(exported):
+        executable.unlink()
     tengri.gc()
     with pytest.warns(RuntimeWarning, match="engine export disabled"):
         post = _run(model, "map", MAP)
