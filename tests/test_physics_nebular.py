@@ -154,6 +154,29 @@ def test_tables_hold_continuum_plus_deposited_lines(grid, wavelength, tables):
     )
 
 
+@pytest.mark.parametrize("line_sigma_kms", [None, 300.0])
+def test_host_tables_equal_the_jax_tables(grid, wavelength, line_sigma_kms):
+    host = neb.nebular_tables_numpy(grid, wavelength, line_sigma_kms)
+    device = neb.nebular_tables(grid, wavelength, line_sigma_kms)
+    for name, value in host._asdict().items():
+        assert isinstance(value, np.ndarray), name
+        np.testing.assert_allclose(value, device._asdict()[name], rtol=1e-15, atol=0.0, err_msg=name)
+    matrix = (line_matrix(jnp.asarray(wavelength), jnp.asarray(grid.line_wavelength_aa)) if line_sigma_kms is None
+              else gaussian_matrix(jnp.asarray(wavelength), jnp.asarray(grid.line_wavelength_aa), line_sigma_kms))
+    full = host.continuum_lnu + grid.line_luminosity @ np.asarray(matrix)
+    np.testing.assert_allclose(host.total_lnu, full, rtol=1e-14, atol=0.0)
+
+
+def test_deposition_over_nonzero_columns_equals_the_full_product():
+    rng = np.random.default_rng(3)
+    matrix = np.zeros((4, 9))
+    matrix[[0, 1, 2, 3], [2, 2, 5, 8]] = rng.uniform(1.0, 2.0, 4)  # two lines share bin 2
+    lines = rng.uniform(0.0, 1.0, (6, 4))
+    np.testing.assert_allclose(neb._deposited(lines, matrix), lines @ matrix, rtol=1e-15, atol=0.0)
+    dense = rng.uniform(0.0, 1.0, (4, 9))
+    np.testing.assert_allclose(neb._deposited(lines, dense), lines @ dense, rtol=1e-15, atol=0.0)
+
+
 # --- birth clouds and the SSP age axis ---------------------------------------------
 
 

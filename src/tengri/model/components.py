@@ -284,13 +284,13 @@ class NebularEmission:
     def arrays(self, wavelength_aa):
         from tengri.data.nebular_grid import load_nebular_grid
 
-        tables = nebular.nebular_tables(load_nebular_grid(), wavelength_aa)
+        tables = nebular.nebular_tables_numpy(load_nebular_grid(), wavelength_aa)
         return {
-            "neb_z": np.asarray(tables.metallicity_zsun),
-            "neb_log_u": np.asarray(tables.log_u),
-            "neb_total_lnu": np.asarray(tables.total_lnu),
-            "neb_line_luminosity": np.asarray(tables.line_luminosity),
-            "neb_age_bin_edges_yr": np.asarray(tables.age_bin_edges_yr),
+            "neb_z": tables.metallicity_zsun,
+            "neb_log_u": tables.log_u,
+            "neb_total_lnu": tables.total_lnu,
+            "neb_line_luminosity": tables.line_luminosity,
+            "neb_age_bin_edges_yr": tables.age_bin_edges_yr,
             "ionising": (np.asarray(wavelength_aa) < nebular.LYMAN_LIMIT_AA).astype(float),
         }
 

@@ -41,6 +41,7 @@ __all__ = [
     "LYMAN_LIMIT_AA",
     "NebularTables",
     "nebular_tables",
+    "nebular_tables_numpy",
     "interpolate_metallicity_log_u",
     "log_wavelength_bin_widths",
     "line_lnu_matrix",
@@ -109,26 +110,46 @@ def nebular_tables(grid, wavelength_aa, line_sigma_kms: float | None = None) -> 
     Returns
     -------
     NebularTables
+        Of jax arrays; :func:`nebular_tables_numpy` gives the same numbers as
+        numpy arrays.
+    """
+    return NebularTables(*(jnp.asarray(a) for a in nebular_tables_numpy(grid, wavelength_aa, line_sigma_kms)))
+
+
+def nebular_tables_numpy(grid, wavelength_aa, line_sigma_kms: float | None = None) -> NebularTables:
+    """:func:`nebular_tables` as host (numpy) arrays.
+
+    For arrays that go to the model as data: no copy onto the device and back
+    (the tables of the bench model are 25 MB each).
     """
     wave = np.asarray(wavelength_aa, dtype=np.float64)
     on_grid = grid.resampled(wave)
-    line_wave = jnp.asarray(grid.line_wavelength_aa)
+    line_wave = np.asarray(grid.line_wavelength_aa, dtype=np.float64)
     # jitted: op-by-op eager dispatch of these small functions is several times slower
     if line_sigma_kms is None:
-        matrix = jax.jit(line_lnu_matrix)(jnp.asarray(wave), line_wave)
+        matrix = jax.jit(line_lnu_matrix)(wave, line_wave)
     else:
-        matrix = jax.jit(gaussian_line_lnu_matrix)(jnp.asarray(wave), line_wave, line_sigma_kms)
+        matrix = jax.jit(gaussian_line_lnu_matrix)(wave, line_wave, line_sigma_kms)
     lines = np.asarray(grid.line_luminosity)
-    deposited = lines.reshape(-1, lines.shape[-1]) @ np.asarray(matrix)
+    deposited = _deposited(lines.reshape(-1, lines.shape[-1]), np.asarray(matrix))
     total = on_grid.continuum_lnu + deposited.reshape(on_grid.continuum_lnu.shape)
     return NebularTables(
-        metallicity_zsun=jnp.asarray(grid.metallicity_zsun),
-        log_u=jnp.asarray(grid.log_u),
-        age_bin_edges_yr=jnp.asarray(grid.age_bin_edges_yr),
-        continuum_lnu=jnp.asarray(on_grid.continuum_lnu),
-        line_luminosity=jnp.asarray(lines),
-        total_lnu=jnp.asarray(total),
+        metallicity_zsun=np.asarray(grid.metallicity_zsun),
+        log_u=np.asarray(grid.log_u),
+        age_bin_edges_yr=np.asarray(grid.age_bin_edges_yr),
+        continuum_lnu=np.asarray(on_grid.continuum_lnu),
+        line_luminosity=lines,
+        total_lnu=total,
     )
+
+
+def _deposited(lines: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """``lines @ matrix`` for lines (n, n_lines) and matrix (n_lines, n_wave), formed
+    on the matrix's nonzero columns only (unresolved lines fill one bin each)."""
+    columns = np.flatnonzero(np.any(matrix != 0.0, axis=0))
+    out = np.zeros((lines.shape[0], matrix.shape[1]), dtype=np.result_type(lines, matrix))
+    out[:, columns] = lines @ matrix[:, columns]
+    return out
 
 
 def _bracket(value: jax.Array, nodes: jax.Array, log_scale: bool = False) -> tuple[jax.Array, jax.Array, jax.Array]:
