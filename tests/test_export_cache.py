@@ -133,6 +133,14 @@ def test_a_stored_executable_runs_without_reading_its_export(exported):
     np.testing.assert_allclose(_draws(again), _draws(first), rtol=1e-12)
 
 
+def test_loading_a_stored_executable_counts_as_a_persistent_cache_load(exported):
+    _run(GaussianModel(signature="export-count-load"), "map", MAP)
+    (path,) = _executables(exported)
+    with cache.count_compilations() as seen:
+        assert _export_cache._load_executable(path) is not None
+    assert (seen.n_compiles, seen.persistent_cache_hits) == (0, 1) and seen.load_durations_s[0] > 0
+
+
 def test_a_corrupt_executable_falls_back_to_the_export(exported):
     model = GaussianModel(signature="export-corrupt-executable")
     first = _run(model, "map", MAP)

@@ -396,7 +396,8 @@ def count_compilations() -> Iterator[CompileCounter]:
 
     Every backend compilation counts, of an engine or of a single eager
     operation; a program found in jax's in-memory caches counts as nothing, one
-    loaded from the persistent cache as a load. Events of every thread count;
+    loaded from the persistent cache (or an engine's stored executable, see
+    ``methods._export_cache``) as a load. Events of every thread count;
     with compilations in several threads at once, a load may be counted as a
     compilation or the reverse (jax reports them as one event plus a "hit").
 
@@ -417,6 +418,10 @@ def count_compilations() -> Iterator[CompileCounter]:
                 counter._pending_loads += 1
 
     def on_duration(event: str, duration: float, **kwargs: Any) -> None:
+        if event == _export_cache.EXECUTABLE_LOAD_EVENT:
+            with lock:
+                counter.load_durations_s.append(duration)
+            return
         if event != _BACKEND_COMPILE_EVENT:
             return
         with lock:

@@ -43,6 +43,7 @@ import os
 import pickle
 import tempfile
 import threading
+import time
 import warnings
 import weakref
 from functools import lru_cache
@@ -266,19 +267,27 @@ _COMPILE_SETTINGS = ("jax_optimization_level", "jax_memory_fitting_level", "jax_
                      "jax_enable_remat_opt_pass", "jax_xla_profile_version")
 
 
+EXECUTABLE_LOAD_EVENT = "/tengri/export_cache/executable_load_duration"
+"""jax.monitoring duration event of each stored executable loaded (counted by
+:func:`tengri.inference.cache.count_compilations` as a persistent-cache load)."""
+
+
 def _load_executable(path: Path) -> Callable | None:
     """The compiled engine stored at ``path``; None when absent or unreadable."""
     from jax.experimental import serialize_executable
 
+    start = time.perf_counter()
     try:
         data = path.read_bytes()
     except OSError:
         return None
     try:
         payload, in_tree, out_tree = pickle.loads(data)
-        return serialize_executable.deserialize_and_load(payload, in_tree, out_tree)
-    except Exception:  # noqa: BLE001 - corrupt or from another jax: recompile, rewrite
+        compiled = serialize_executable.deserialize_and_load(payload, in_tree, out_tree)
+    except Exception:  # noqa: BLE001 - corrupt or from another jax: the export runs instead
         return None
+    jax.monitoring.record_event_duration_secs(EXECUTABLE_LOAD_EVENT, time.perf_counter() - start)
+    return compiled
 
 
 _PERSISTENT_HIT_EVENT = "/jax/compilation_cache/cache_hits"
