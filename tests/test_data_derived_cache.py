@@ -139,6 +139,29 @@ def test_ssp_grid_on_rejects_bad_input():
         model_grid.ssp_grid_on(np.array([2.0, 1.0]))
 
 
+def test_nebular_grid_on_equals_load_and_resample(derived_dir, monkeypatch, photometry_grid):
+    expected = nebular_grid.load_nebular_grid().resampled(photometry_grid)
+    for attempt in range(2):
+        got = model_grid.nebular_grid_on(photometry_grid)
+        for field in model_grid._NEBULAR_FIELDS:
+            np.testing.assert_array_equal(getattr(got, field), getattr(expected, field))
+            assert getattr(got, field).dtype == getattr(expected, field).dtype
+            assert not getattr(got, field).flags.writeable
+        assert (got.name, got.source_key) == (expected.name, expected.source_key)
+
+        def no_loading(*args, **kwargs):
+            raise AssertionError("the full grid was read again")
+
+        monkeypatch.setattr(nebular_grid, "load_nebular_grid", no_loading)  # the second attempt reads the cache only
+
+
+def test_nebular_grid_on_rejects_bad_input():
+    with pytest.raises(ParameterError, match="unknown nebular grid"):
+        model_grid.nebular_grid_on(np.geomspace(1e3, 1e4, 10), name="nope")
+    with pytest.raises(ParameterError, match="wavelength_aa"):
+        model_grid.nebular_grid_on(np.array([2.0, 1.0]))
+
+
 def test_band_table_plan_arrays_equal_the_chain_physics(phot_model):
     """The plan's jitted weights and k are the eager physics functions' values (to 1e-12)."""
     from tengri.physics import attenuation

@@ -167,6 +167,19 @@ def test_host_tables_equal_the_jax_tables(grid, wavelength, line_sigma_kms):
     np.testing.assert_allclose(host.total_lnu, full, rtol=1e-14, atol=0.0)
 
 
+def test_a_grid_already_on_the_wavelengths_is_not_rebinned_again(grid, wavelength, monkeypatch):
+    on_grid = grid.resampled(wavelength)
+    expected = neb.nebular_tables_numpy(grid, wavelength)
+
+    def no_rebinning(*args, **kwargs):
+        raise AssertionError("rebinned again")
+
+    monkeypatch.setattr(type(grid), "resampled", no_rebinning)
+    got = neb.nebular_tables_numpy(on_grid, wavelength)
+    for name, value in expected._asdict().items():
+        np.testing.assert_array_equal(getattr(got, name), value, err_msg=name)
+
+
 def test_deposition_over_nonzero_columns_equals_the_full_product():
     rng = np.random.default_rng(3)
     matrix = np.zeros((4, 9))

@@ -282,9 +282,9 @@ class NebularEmission:
         return {"log_u": Uniform(-4.0, -1.0)}
 
     def arrays(self, wavelength_aa):
-        from tengri.data.nebular_grid import load_nebular_grid
+        from tengri.data.model_grid import nebular_grid_on
 
-        tables = nebular.nebular_tables_numpy(load_nebular_grid(), wavelength_aa)
+        tables = nebular.nebular_tables_numpy(nebular_grid_on(wavelength_aa), wavelength_aa)
         return {
             "neb_z": tables.metallicity_zsun,
             "neb_log_u": tables.log_u,

@@ -95,7 +95,8 @@ def nebular_tables(grid, wavelength_aa, line_sigma_kms: float | None = None) -> 
     """Prepare a :class:`tengri.data.NebularGrid` for one model wavelength grid.
 
     Done once per model (numpy work, not traced): the continuum is rebinned with
-    the grid's ``resampled`` and the lines are deposited, either each into the bin
+    the grid's ``resampled`` (a grid already on ``wavelength_aa`` is used as it
+    is) and the lines are deposited, either each into the bin
     holding it (``line_sigma_kms=None``, for photometry) or as Gaussians of that
     velocity dispersion (for spectroscopy).
 
@@ -123,7 +124,7 @@ def nebular_tables_numpy(grid, wavelength_aa, line_sigma_kms: float | None = Non
     (the tables of the bench model are 25 MB each).
     """
     wave = np.asarray(wavelength_aa, dtype=np.float64)
-    on_grid = grid.resampled(wave)
+    on_grid = grid if np.array_equal(grid.wavelength_aa, wave) else grid.resampled(wave)
     line_wave = np.asarray(grid.line_wavelength_aa, dtype=np.float64)
     # jitted: op-by-op eager dispatch of these small functions is several times slower
     if line_sigma_kms is None:
