@@ -185,9 +185,14 @@ def test_deposition_over_nonzero_columns_equals_the_full_product():
     matrix = np.zeros((4, 9))
     matrix[[0, 1, 2, 3], [2, 2, 5, 8]] = rng.uniform(1.0, 2.0, 4)  # two lines share bin 2
     lines = rng.uniform(0.0, 1.0, (6, 4))
-    np.testing.assert_allclose(neb._deposited(lines, matrix), lines @ matrix, rtol=1e-15, atol=0.0)
+    continuum = rng.uniform(0.0, 1.0, (6, 9))
+    kept = continuum.copy()
+    np.testing.assert_allclose(neb._plus_lines(continuum, lines, matrix), continuum + lines @ matrix,
+                               rtol=1e-15, atol=0.0)
     dense = rng.uniform(0.0, 1.0, (4, 9))
-    np.testing.assert_allclose(neb._deposited(lines, dense), lines @ dense, rtol=1e-15, atol=0.0)
+    np.testing.assert_allclose(neb._plus_lines(continuum, lines, dense), continuum + lines @ dense,
+                               rtol=1e-15, atol=0.0)
+    np.testing.assert_array_equal(continuum, kept)  # the continuum is not written into
 
 
 # --- birth clouds and the SSP age axis ---------------------------------------------

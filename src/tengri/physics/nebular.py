@@ -132,8 +132,9 @@ def nebular_tables_numpy(grid, wavelength_aa, line_sigma_kms: float | None = Non
     else:
         matrix = jax.jit(gaussian_line_lnu_matrix)(wave, line_wave, line_sigma_kms)
     lines = np.asarray(grid.line_luminosity)
-    deposited = _deposited(lines.reshape(-1, lines.shape[-1]), np.asarray(matrix))
-    total = on_grid.continuum_lnu + deposited.reshape(on_grid.continuum_lnu.shape)
+    continuum = np.asarray(on_grid.continuum_lnu)
+    total = _plus_lines(continuum.reshape(-1, continuum.shape[-1]), lines.reshape(-1, lines.shape[-1]),
+                        np.asarray(matrix)).reshape(continuum.shape)
     return NebularTables(
         metallicity_zsun=np.asarray(grid.metallicity_zsun),
         log_u=np.asarray(grid.log_u),
@@ -144,13 +145,14 @@ def nebular_tables_numpy(grid, wavelength_aa, line_sigma_kms: float | None = Non
     )
 
 
-def _deposited(lines: np.ndarray, matrix: np.ndarray) -> np.ndarray:
-    """``lines @ matrix`` for lines (n, n_lines) and matrix (n_lines, n_wave), formed
-    on the matrix's nonzero columns only (unresolved lines fill one bin each)."""
+def _plus_lines(continuum: np.ndarray, lines: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """``continuum + lines @ matrix`` for continuum (n, n_wave), lines (n, n_lines) and
+    matrix (n_lines, n_wave), the product formed on the matrix's nonzero columns only
+    (unresolved lines fill one bin each) and added into one copy of the continuum."""
     columns = np.flatnonzero(np.any(matrix != 0.0, axis=0))
-    out = np.zeros((lines.shape[0], matrix.shape[1]), dtype=np.result_type(lines, matrix))
-    out[:, columns] = lines @ matrix[:, columns]
-    return out
+    total = np.array(continuum, dtype=np.result_type(continuum, lines, matrix))
+    total[:, columns] += lines @ matrix[:, columns]
+    return total
 
 
 def _bracket(value: jax.Array, nodes: jax.Array, log_scale: bool = False) -> tuple[jax.Array, jax.Array, jax.Array]:
