@@ -162,6 +162,26 @@ def test_nebular_grid_on_rejects_bad_input():
         model_grid.nebular_grid_on(np.array([2.0, 1.0]))
 
 
+def test_fixed_attenuation_curve_comes_from_the_cache_after_the_first_time(derived_dir, monkeypatch,
+                                                                           photometry_grid):
+    import dataclasses
+
+    from tengri.model import components
+    from tengri.physics import attenuation
+
+    curve = attenuation.attenuation_curve("calzetti")
+    expected = np.asarray(curve(photometry_grid))
+    np.testing.assert_array_equal(components.fixed_curve_on("calzetti", photometry_grid), expected)
+
+    def no_evaluation(*args, **kwargs):
+        raise AssertionError("the curve was evaluated again")
+
+    monkeypatch.setitem(attenuation.ATTENUATION_CURVES, "calzetti", dataclasses.replace(curve, fn=no_evaluation))
+    np.testing.assert_array_equal(components.fixed_curve_on("calzetti", photometry_grid), expected)
+    with pytest.raises(AssertionError, match="evaluated again"):  # another grid: another entry
+        components.fixed_curve_on("calzetti", photometry_grid[::2])
+
+
 def test_band_table_plan_arrays_equal_the_chain_physics(phot_model):
     """The plan's jitted weights and k are the eager physics functions' values (to 1e-12)."""
     from tengri.physics import attenuation

@@ -319,6 +319,26 @@ class NebularEmission:
         return ("nebular", self.t_bc_yr)
 
 
+def fixed_curve_on(law: str, wavelength_aa) -> np.ndarray:
+    """A parameter-free attenuation curve k(λ) = A_λ/A_V on a model grid, shape (n_wave,).
+
+    The curve's own (eager) values, computed once per grid, law and code, then
+    read from the tengri cache (:func:`tengri.data.cache.cached_derived`): op by
+    op it is ~15 small XLA programs to trace and load, ~0.05-0.1 s of a fresh
+    process. The key holds the jax and jaxlib versions, whose kernels made the values.
+    """
+    import jax
+    import jaxlib
+
+    from tengri.data.cache import array_digest, cached_derived, code_digest
+
+    wave = np.asarray(wavelength_aa, dtype=np.float64)
+    curve = attenuation.attenuation_curve(law)
+    key = (f"{law}|{array_digest(wave)}|code {code_digest(attenuation.__file__)}"
+           f"|jax {jax.__version__} jaxlib {jaxlib.__version__}")
+    return cached_derived(f"attenuation_{law}", key, lambda: {"k": np.asarray(curve(wave))})["k"]
+
+
 @dataclass(frozen=True)
 class DustAttenuation:
     """Dust attenuation of starlight and nebular emission, with birth clouds.
@@ -346,7 +366,7 @@ class DustAttenuation:
         curve = attenuation.attenuation_curve(self.law)
         if curve.param_names:  # shape depends on free parameters: computed per call
             return {}
-        return {"dust_k": np.asarray(curve(np.asarray(wavelength_aa, float)))}
+        return {"dust_k": fixed_curve_on(self.law, wavelength_aa)}
 
     def apply(self, state, theta, arrays):
         curve = attenuation.attenuation_curve(self.law)
