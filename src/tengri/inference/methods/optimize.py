@@ -12,7 +12,10 @@ unnormalised log posterior is ``log L(z) − |z|²/2``.
     f = −log posterior, so real photometry with χ² ~ 10⁴ converges as easily as a
     toy problem), the objective has not decreased by more than
     ``FTOL_RELATIVE · (1 + |f|)`` for ``STALL_ITERATIONS`` iterations in a row
-    (float64 round-off, not progress), or ``n_steps`` iterations. When a line
+    (float64 round-off, not progress), the best value has not dropped by
+    ``CYCLE_FTOL_RELATIVE · (1 + |f|)`` for ``CYCLE_ITERATIONS`` iterations (steps
+    cycling over a kink of the objective), or ``n_steps`` iterations; it returns
+    its best iterate. When a line
     search fails, the L-BFGS memory is emptied (the next direction is the
     steepest descent), so a bad quasi-Newton direction cannot end a start early
     (five failed searches in a row used to stop real galaxies at gradient norms
@@ -52,6 +55,8 @@ MAX_LINESEARCH_STEPS = 30    # zoom line-search evaluations per iteration
 START_SCALE = 0.5            # random starts are 0.5·N(0, I): inside the prior bulk
 STALL_ITERATIONS = 5         # stop after this many iterations without a decrease
 FTOL_RELATIVE = 1e-12        # a decrease smaller than this × (1 + |f|) is round-off
+CYCLE_ITERATIONS = 20        # stop when the best value has not dropped by
+CYCLE_FTOL_RELATIVE = 1e-10  # this × (1 + |f|) in that many iterations
 MIN_HISTORY_CAPACITY = 2048  # loss-history buffer; n_steps up to this share an engine
 # Hessian eigenvalues are raised to this floor. Absolute, because in latent space
 # the prior alone contributes curvature 1: a posterior variance above 1e8 prior
@@ -133,19 +138,28 @@ def _forget_curvature_if_line_search_failed(solver, opt_state, z: jax.Array):
 
 def _minimise_one(objective: Callable, z0: jax.Array, max_steps: jax.Array,
                   tol: jax.Array, capacity: int) -> dict[str, jax.Array]:
-    """L-BFGS from one start; every count is traced, the history buffer static."""
+    """L-BFGS from one start; every count is traced, the history buffer static.
+
+    Returns the best iterate, which need not be the last: a failed line search
+    can return a step that raises the objective. On the short-τ ridge of real
+    photometry (a staircase of kinks from the SSP age bins) such steps made a
+    few galaxies cycle (down, up, up by ~3e-4 in −log p) until ``n_steps``, the
+    best value creeping down by ~1e-12 relative per cycle; hence the stop once
+    the best value has not dropped by ``CYCLE_FTOL_RELATIVE · (1 + |f|)`` in
+    ``CYCLE_ITERATIONS`` iterations.
+    """
     solver = _lbfgs()
     opt_state = solver.init(z0)
     value, grad = jax.value_and_grad(objective)(z0)
     history = jnp.full((capacity,), jnp.nan).at[0].set(value)
 
     def keep_going(carry):
-        _, _, value, grad, i, n_stall, _ = carry
+        _, _, value, grad, i, n_stall, _, _, n_flat, _ = carry
         return ((i < max_steps) & (jnp.linalg.norm(grad) > tol * (1.0 + jnp.abs(value)))
-                & jnp.isfinite(value) & (n_stall < STALL_ITERATIONS))
+                & jnp.isfinite(value) & (n_stall < STALL_ITERATIONS) & (n_flat < CYCLE_ITERATIONS))
 
     def iterate(carry):
-        z, opt_state, value, grad, i, n_stall, history = carry
+        z, opt_state, value, grad, i, n_stall, best, reference, n_flat, history = carry
         updates, opt_state = solver.update(grad, opt_state, z, value=value, grad=grad,
                                            value_fn=objective)
         z_new = optax.apply_updates(z, updates)
@@ -158,12 +172,20 @@ def _minimise_one(objective: Callable, z0: jax.Array, max_steps: jax.Array,
         opt_state = _forget_curvature_if_line_search_failed(solver, opt_state, z_new)
         progress = value_new < value - FTOL_RELATIVE * (1.0 + jnp.abs(value))
         n_stall = jnp.where(progress, 0, n_stall + 1)
+        better = value_new < best["value"]
+        best = jax.tree.map(lambda new, old: jnp.where(better, new, old),
+                            {"z": z_new, "value": value_new, "grad": grad_new}, best)
+        dropped = best["value"] < reference - CYCLE_FTOL_RELATIVE * (1.0 + jnp.abs(reference))
+        reference = jnp.where(dropped, best["value"], reference)
+        n_flat = jnp.where(dropped, 0, n_flat + 1)
         history = history.at[jnp.minimum(i + 1, capacity - 1)].set(value_new)
-        return z_new, opt_state, value_new, grad_new, i + 1, n_stall, history
+        return z_new, opt_state, value_new, grad_new, i + 1, n_stall, best, reference, n_flat, history
 
-    carry = (z0, opt_state, value, grad, jnp.asarray(0), jnp.asarray(0), history)
-    z, _, value, grad, n_iter, _, history = jax.lax.while_loop(keep_going, iterate, carry)
-    return {"z": z, "value": value, "grad_norm": jnp.linalg.norm(grad),
+    zero = jnp.asarray(0)
+    best = {"z": z0, "value": value, "grad": grad}
+    carry = (z0, opt_state, value, grad, zero, zero, best, value, zero, history)
+    *_, n_iter, _, best, _, _, history = jax.lax.while_loop(keep_going, iterate, carry)
+    return {"z": best["z"], "value": best["value"], "grad_norm": jnp.linalg.norm(best["grad"]),
             "n_iterations": n_iter, "history": history}
 
 
