@@ -62,6 +62,15 @@ def test_options_and_bad_input_are_refused(small_model):
     assert CatalogFitter(small_model, gals, method="nuts").strategy == "sequential"
 
 
+def test_galaxy_keys_are_each_galaxys_own_key():
+    from tengri.inference.catalog import galaxy_keys
+
+    key = jax.random.PRNGKey(3)
+    indices = [0, 7, 615, 2**20]
+    expected = np.stack([np.asarray(galaxy_key(key, i)) for i in indices])
+    assert np.array_equal(galaxy_keys(key, indices), expected)
+
+
 N_PAD = 8  # one batch shape for every test here: the batched engine compiles once
 
 
@@ -140,6 +149,42 @@ def test_n_pad_gives_one_compile_for_37_and_150_galaxies(small_model):
     assert first.n_failed == 0 and second.n_failed == 0
     assert len(second.posteriors) == 150
     assert seen.n_compiles == 0, seen.durations_s
+
+
+@pytest.mark.parametrize("method, options", [("map", {"n_starts": 1, "n_steps": 40}),
+                                             ("laplace", {"n_starts": 1, "n_steps": 40, "n_samples": 50})])
+def test_summary_rows_from_one_derived_call_per_batch_equal_each_posteriors_own(small_model, method,
+                                                                                  options):
+    from tengri.catalog_summary import summarise
+
+    gals = [g for g in mock_galaxies(small_model, 16, seed=4) if g["redshift"] > 0.5][:10]
+    result = CatalogFitter(small_model, gals, method=method, n_pad=N_PAD, **options).run()  # 8 + 2 padded
+    assert result.n_failed == 0
+    for row, post in zip(result.summary, result.posteriors):
+        own = summarise(row["id"], post, small_model.parameters.free_names)
+        for name, value in own.items():
+            if name.endswith(("_p16", "_p50", "_p84")):
+                assert row[name] == pytest.approx(value, rel=1e-12, abs=0), name
+
+
+def test_the_next_batch_is_prepared_in_a_thread_while_this_one_is_fitted(small_model, monkeypatch):
+    import threading
+
+    from tengri.inference import catalog
+
+    calls = []
+    original = catalog._prepare_contexts
+
+    def recorded(model, records):
+        calls.append((threading.current_thread().name, [r.id for r in records]))
+        return original(model, records)
+
+    monkeypatch.setattr(catalog, "_prepare_contexts", recorded)
+    gals = [g for g in mock_galaxies(small_model, 30, seed=5) if g["redshift"] > 0.5][:20]
+    result = CatalogFitter(small_model, gals, method="map", n_pad=N_PAD, n_starts=1, n_steps=40).run()
+    assert result.n_failed == 0
+    assert [ids for _, ids in calls] == [[g["id"] for g in gals[i:i + N_PAD]] for i in (0, 8, 16)]
+    assert all(name.startswith("tengri-prepare") for name, _ in calls)
 
 
 @pytest.mark.slow

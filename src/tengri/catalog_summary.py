@@ -22,7 +22,7 @@ import numpy as np
 
 from tengri.errors import ConfigError
 
-__all__ = ["DERIVED_COLUMNS", "FORMATS", "summary_columns", "summarise", "error_row",
+__all__ = ["DERIVED_COLUMNS", "FORMATS", "summary_columns", "summarise", "batch_derived", "error_row",
            "write_summary", "read_summary_csv", "atomic_path"]
 
 DERIVED_COLUMNS = ("log_mstar", "log_sfr100", "log_ssfr")
@@ -45,11 +45,17 @@ def _log10(x):
         return np.where(x > 0, np.log10(np.where(x > 0, x, 1.0)), -np.inf)
 
 
-def summarise(gid: str, posterior, free_names) -> dict[str, Any]:
-    """One summary row: 16/50/84th percentiles of parameters and derived values."""
+def summarise(gid: str, posterior, free_names, derived: dict | None = None) -> dict[str, Any]:
+    """One summary row: 16/50/84th percentiles of parameters and derived values.
+
+    ``derived``: the posterior's ``stellar_mass``, ``sfr_100myr`` and ``ssfr`` per
+    draw (or at the point) when already computed (e.g. for a whole batch of
+    galaxies at once, :func:`batch_derived`); else the posterior computes them.
+    """
     row: dict[str, Any] = {"id": gid, "method": posterior.method, "wall_time_s": posterior.wall_time_s}
     values = posterior.samples if posterior.samples is not None else posterior.params
-    derived = posterior.derived_subset(_DERIVED_INPUTS)  # SFH-only: no spectrum per draw
+    if derived is None:
+        derived = posterior.derived_subset(_DERIVED_INPUTS)  # SFH-only: no spectrum per draw
     quantities = {n: np.asarray(values[n], float) for n in free_names}
     quantities["log_mstar"] = _log10(derived["stellar_mass"])
     quantities["log_sfr100"] = _log10(derived["sfr_100myr"])
@@ -59,6 +65,37 @@ def summarise(gid: str, posterior, free_names) -> dict[str, Any]:
         row[f"{name}_p16"], row[f"{name}_p50"], row[f"{name}_p84"] = float(lo), float(med), float(hi)
     row["error"] = ""
     return row
+
+
+def batch_derived(model, posteriors: list, n_values: int | None = None) -> list[dict]:
+    """The summary's derived inputs of many posteriors of ``model`` in one model call.
+
+    Parameters
+    ----------
+    model : SEDModel
+    posteriors : list of Posterior
+        Their draws (or point estimates) are evaluated together.
+    n_values : int, optional
+        Pad the joined draws to this many (copies of the last), so batches of
+        different sizes reuse one compiled program.
+
+    Returns
+    -------
+    list of dict
+        Per posterior, ``stellar_mass`` [M☉], ``sfr_100myr`` [M☉/yr] and ``ssfr``
+        [1/yr], arrays of shape (n_draws,) (or (1,) for a point estimate), as
+        :func:`summarise` takes them.
+    """
+    values = [p.samples if p.samples is not None else p.params for p in posteriors]
+    sizes = [int(np.size(v[next(iter(v))])) for v in values]
+    joined = {name: np.concatenate([np.ravel(np.asarray(v[name], np.float64)) for v in values])
+              for name in values[0]}
+    total = sum(sizes)
+    if n_values is not None and n_values > total:
+        joined = {k: np.concatenate([a, np.repeat(a[-1:], n_values - total)]) for k, a in joined.items()}
+    out = model.derived_quantities(joined, names=_DERIVED_INPUTS)
+    bounds = np.cumsum([0] + sizes)
+    return [{k: np.asarray(out[k])[a:b] for k in _DERIVED_INPUTS} for a, b in zip(bounds[:-1], bounds[1:])]
 
 
 def error_row(gid: str, method: str, error: str) -> dict[str, Any]:

@@ -61,7 +61,7 @@ import numpy as np
 from tengri.errors import DataError, ParameterError
 from tengri.inference import cache, registry
 
-__all__ = ["CatalogFitter", "CatalogResult", "GalaxyRecord", "galaxy_key", "STRATEGIES",
+__all__ = ["CatalogFitter", "CatalogResult", "GalaxyRecord", "galaxy_key", "galaxy_keys", "STRATEGIES",
            "fit_records", "choose_strategy", "method_options",
            "NATIVE_VI_SEEDS", "SPECTRO_KEYS", "SPECTRAL_FITTER_OPTIONS"]
 
@@ -79,6 +79,17 @@ _GALAXY_KEYS = ("id", "flux_obs", "noise", "mask", "fixed") + SPECTRO_KEYS
 def galaxy_key(key: jax.Array, index: int) -> jax.Array:
     """PRNG key of the galaxy at position ``index`` of the catalog."""
     return jax.random.fold_in(key, int(index))
+
+
+@jax.jit
+def _fold_in_each(key: jax.Array, indices: jax.Array) -> jax.Array:
+    return jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, indices)
+
+
+def galaxy_keys(key: jax.Array, indices: Sequence[int]) -> np.ndarray:
+    """:func:`galaxy_key` of each of ``indices`` (one call instead of one per galaxy),
+    shape (len(indices), 2)."""
+    return np.asarray(_fold_in_each(key, np.asarray(indices, dtype=np.uint32)))
 
 
 @dataclass
@@ -371,61 +382,134 @@ def fit_records(model, records: Sequence[GalaxyRecord], method: str, options: di
     spectroscopic Fitter arguments of galaxies with a spectrum.
     """
     batch_mode = resolve_batch_mode(batch_mode)
-    from tengri.catalog_summary import error_row, summarise
+    from tengri.catalog_summary import error_row
 
-    free = model.parameters.free_names
     posteriors: list = [None] * len(records)
     errors = [""] * len(records)
     rows: dict[int, dict] = {}
     # Fitters (whose data_args hold each galaxy's band tables) live for one batch
     # only; the posteriors keep the model but drop their fitter.
     step = (n_pad or len(records) or 1) if strategy == "batched" else 1
-    for first in range(0, len(records), step):
-        idx = list(range(first, min(first + step, len(records))))
-        fitters, errs, prepared = _build_fitters(model, [records[i] for i in idx], fitter_options,
-                                                 batched=strategy == "batched")
-        ready = [(i, f) for i, f, e in zip(idx, fitters, errs) if f is not None]
-        for i, e in zip(idx, errs):
-            errors[i] = e
-        if strategy == "batched" and ready:
-            # galaxies whose data_args differ in shape (e.g. band tables with another
-            # number of sub-bands) cannot share a stack: one padded batch per shape
-            groups: dict[tuple, list] = {}
-            for n, (_, fitter) in enumerate(ready):
-                groups.setdefault(_shape_signature(fitter), []).append(n)
-            outs = [None] * len(ready)
-            for members in groups.values():
-                try:
-                    context = None if prepared is None else _batch_context(
-                        prepared, [ready[n][0] - first for n in members], step)
-                    got = _fit_batch(method, options, key, [records[ready[n][0]] for n in members],
-                                     [ready[n][1] for n in members], step, batch_mode, context)
-                except Exception as err:  # the whole batch failed: say so for each galaxy
-                    got = [err] * len(members)
-                for n, out in zip(members, got):
-                    outs[n] = out
-        else:
-            outs = []
-            for i, fitter in ready:
-                try:
-                    outs.append(fitter.run(method, key=galaxy_key(key, records[i].index), **options))
-                except Exception as err:  # one failed galaxy must not stop the catalog
-                    outs.append(err)
-        for (i, _), out in zip(ready, outs):
-            if isinstance(out, BaseException):
-                errors[i] = _error_text(out)
-                continue
-            try:
-                rows[i] = summarise(records[i].id, out, free)
-            except Exception as err:
-                errors[i] = _error_text(err)
-                continue
-            out._fitter = None
-            posteriors[i] = out
-        if progress is not None:
-            progress(len(idx))
+    batches = [list(range(first, min(first + step, len(records)))) for first in range(0, len(records), step)]
+    with _Prefetch(model, records, batches if strategy == "batched" else []) as prefetch:
+        for number, idx in enumerate(batches):
+            _fit_one_batch(model, records, idx, method, options, key, step, strategy, batch_mode,
+                           fitter_options, prefetch.contexts(number), posteriors, errors, rows)
+            if progress is not None:
+                progress(len(idx))
     return posteriors, [rows[i] if i in rows else error_row(rec.id, method, errors[i])
                         for i, rec in enumerate(records)]
+
+
+class _Prefetch:
+    """Batch preparations (:func:`_prepare_contexts`) one batch ahead, in a thread.
+
+    The preparation is numpy (BLAS releases the GIL) and the fits of a batch run
+    in XLA's threads, so on two cores the next batch's band tables are built while
+    the current batch is being fitted instead of before it.
+    """
+
+    def __init__(self, model, records, batches: list):
+        self.model, self.records, self.batches = model, records, batches
+        self.pool, self.pending = None, {}
+
+    def __enter__(self):
+        if len(self.batches) > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tengri-prepare")
+            self._submit(0)
+        return self
+
+    def __exit__(self, *exc):
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+        return False
+
+    def _submit(self, number: int) -> None:
+        if number < len(self.batches):
+            chunk = [self.records[i] for i in self.batches[number]]
+            self.pending[number] = self.pool.submit(_prepare_contexts, self.model, chunk)
+
+    def contexts(self, number: int) -> tuple | None:
+        """:func:`_prepare_contexts` of batch ``number`` (None: let _build_fitters prepare it)."""
+        if self.pool is None or number not in self.pending:
+            return None
+        future = self.pending.pop(number)
+        self._submit(number + 1)
+        try:
+            return future.result()
+        except Exception:  # _build_fitters prepares again and reports the error per galaxy
+            return None
+
+
+def _fit_one_batch(model, records, idx, method, options, key, step, strategy, batch_mode,
+                   fitter_options, contexts_prepared, posteriors, errors, rows) -> None:
+    """Fit the galaxies ``idx`` of ``records`` (one batch, or one galaxy when sequential),
+    filling ``posteriors``, ``errors`` and the summary ``rows`` in place."""
+    from tengri.catalog_summary import summarise
+
+    free = model.parameters.free_names
+    first = idx[0]
+    fitters, errs, prepared = _build_fitters(model, [records[i] for i in idx], fitter_options,
+                                             batched=strategy == "batched",
+                                             contexts_prepared=contexts_prepared)
+    ready = [(i, f) for i, f, e in zip(idx, fitters, errs) if f is not None]
+    for i, e in zip(idx, errs):
+        errors[i] = e
+    if strategy == "batched" and ready:
+        # galaxies whose data_args differ in shape (e.g. band tables with another
+        # number of sub-bands) cannot share a stack: one padded batch per shape
+        groups: dict[tuple, list] = {}
+        for n, (_, fitter) in enumerate(ready):
+            groups.setdefault(_shape_signature(fitter), []).append(n)
+        outs = [None] * len(ready)
+        for members in groups.values():
+            try:
+                context = None if prepared is None else _batch_context(
+                    prepared, [ready[n][0] - first for n in members], step)
+                got = _fit_batch(method, options, key, [records[ready[n][0]] for n in members],
+                                 [ready[n][1] for n in members], step, batch_mode, context)
+            except Exception as err:  # the whole batch failed: say so for each galaxy
+                got = [err] * len(members)
+            for n, out in zip(members, got):
+                outs[n] = out
+    else:
+        outs = []
+        for i, fitter in ready:
+            try:
+                outs.append(fitter.run(method, key=galaxy_key(key, records[i].index), **options))
+            except Exception as err:  # one failed galaxy must not stop the catalog
+                outs.append(err)
+    derived = _derived_of_batch(model, outs, step)
+    for (i, _), out, values in zip(ready, outs, derived):
+        if isinstance(out, BaseException):
+            errors[i] = _error_text(out)
+            continue
+        try:
+            rows[i] = summarise(records[i].id, out, free, values)
+        except Exception as err:
+            errors[i] = _error_text(err)
+            continue
+        out._fitter = None
+        posteriors[i] = out
+
+
+def _derived_of_batch(model, outs: list, batch: int) -> list:
+    """:func:`tengri.catalog_summary.batch_derived` of the posteriors among ``outs`` (a
+    Posterior or an exception each), padded to ``batch`` galaxies of equal draws; None
+    per galaxy where that is not possible (then each posterior computes its own)."""
+    from tengri.catalog_summary import batch_derived
+
+    posts = [out for out in outs if not isinstance(out, BaseException)]
+    if len(posts) < 2 or any(p._model is None for p in posts):
+        return [None] * len(outs)
+    sizes = {len(p.samples[next(iter(p.samples))]) if p.samples is not None else 1 for p in posts}
+    try:
+        got = iter(batch_derived(model, posts, batch * max(sizes)))
+    except Exception:  # e.g. draws of different lengths: per galaxy, each with its own error
+        return [None] * len(outs)
+    return [None if isinstance(out, BaseException) else next(got) for out in outs]
 
 
 def _fitter_data(rec: GalaxyRecord) -> tuple:
@@ -446,27 +530,46 @@ def _fitter_data(rec: GalaxyRecord) -> tuple:
     return data, noise, mask
 
 
-def _build_fitters(model, records, fitter_options=None, batched: bool = False) -> tuple[list, list, Any]:
+def _usable(rec: GalaxyRecord) -> bool:
+    """Whether the galaxy has a usable datum (a finite flux with a finite error > 0, or a spectrum)."""
+    usable = np.ones(rec.flux_obs.shape, bool) if rec.mask is None else rec.mask.copy()
+    usable &= np.isfinite(rec.flux_obs) & np.isfinite(rec.noise) & (rec.noise > 0)
+    return bool(usable.any()) or bool(rec.spectro)
+
+
+def _prepare_contexts(model, records) -> tuple | None:
+    """``(rows, model.prepare_batch(...))`` of the usable ``records`` (their positions
+    and the batch preparation), or None for models that prepare galaxy by galaxy.
+
+    numpy work only, so :func:`fit_records` runs it for the next batch in a thread
+    while the current batch's fits run on the device.
+    """
+    if not hasattr(model, "prepare_batch") or model.spectroscopy is not None:
+        return None
+    rows = [n for n, rec in enumerate(records) if _usable(rec)]
+    return rows, model.prepare_batch([records[n].fixed for n in rows])
+
+
+def _build_fitters(model, records, fitter_options=None, batched: bool = False,
+                   contexts_prepared: tuple | None = None) -> tuple[list, list, Any]:
     """One Fitter per galaxy (None + error text where the input is unusable).
 
     ``fitter_options``: the spectroscopic Fitter arguments (``SPECTRAL_FITTER_OPTIONS``),
     used for galaxies with a spectrum. With ``batched`` (photometric models), the
-    galaxies' contexts come from one :meth:`SEDModel.prepare_batch` call, which the
-    Fitters then use instead of preparing one by one; the third value is
-    ``(stacked contexts, galaxy position → stacked row)`` for :func:`_batch_context`,
-    else None.
+    galaxies' contexts come from one :meth:`SEDModel.prepare_batch` call
+    (``contexts_prepared``: :func:`_prepare_contexts` of ``records`` when already
+    done), which the Fitters then use instead of preparing one by one; the third
+    value is ``(stacked contexts, galaxy position → stacked row)`` for
+    :func:`_batch_context`, else None.
     """
     from tengri.inference.fitter import Fitter
 
-    usable_ones = []
-    for rec in records:
-        usable = np.ones(rec.flux_obs.shape, bool) if rec.mask is None else rec.mask.copy()
-        usable &= np.isfinite(rec.flux_obs) & np.isfinite(rec.noise) & (rec.noise > 0)
-        usable_ones.append(bool(usable.any()) or bool(rec.spectro))
+    usable_ones = [_usable(rec) for rec in records]
     prepared, contexts = None, [None] * len(records)
-    if batched and hasattr(model, "prepare_batch") and model.spectroscopy is None:
-        rows = [n for n, ok in enumerate(usable_ones) if ok]
-        got, stacked, _ = model.prepare_batch([records[n].fixed for n in rows])
+    if batched and contexts_prepared is None:
+        contexts_prepared = _prepare_contexts(model, records)
+    if batched and contexts_prepared is not None:
+        rows, (got, stacked, _) = contexts_prepared
         for row, n in enumerate(rows):
             contexts[n] = got[row]  # None where prepare fails: the Fitter then raises its error
         if stacked is not None:
@@ -629,8 +732,7 @@ def _fit_batch(method: str, options: dict, key, records, fitters, batch: int, mo
     all_args = [f.problem.data_args for f in fitters]
     all_args += [_dummy_args(all_args[0])] * (batch - n_real)
     data_args = _stack(all_args, axes, context)
-    keys = np.stack([np.asarray(galaxy_key(key, r.index)) for r in records]
-                    + [np.asarray(galaxy_key(key, records[0].index))] * (batch - n_real))
+    keys = galaxy_keys(key, [r.index for r in records] + [records[0].index] * (batch - n_real))
     inits = np.stack([np.asarray(f.problem.init, np.float64) for f in fitters]
                      + [np.asarray(problem.init, np.float64)] * (batch - n_real))
     with cache.persistent():  # the engines below are used by every batch
@@ -638,6 +740,9 @@ def _fit_batch(method: str, options: dict, key, records, fitters, batch: int, mo
             found, extra = _vmapped_point(method, opts, problem, keys, inits, data_args, axes, mode)
         else:
             found, extra = _vmapped_mcmc(method, opts, problem, keys, inits, data_args, axes, mode)
+    physical = None
+    if method in VMAP_POINT_METHODS:
+        physical = _physical_of_batch(problem, keys, found, extra, data_args, axes, mode)
     found = jax.tree.map(np.asarray, found)
     extra = jax.tree.map(np.asarray, extra) if extra is not None else None
     wall = (time.perf_counter() - start) / n_real
@@ -663,12 +768,41 @@ def _fit_batch(method: str, options: dict, key, records, fitters, batch: int, mo
                     samples = gauss["samples"]
                 raw = RawResult(method=method, point=one["point"], samples=samples,
                                 diagnostics=diagnostics, loss_history=optimize._map_history(one))
+                own = {k: v[g] for k, v in physical.items()}
+                values = ({k: v[:1] for k, v in own.items()},
+                          None if samples is None else {k: v[1:] for k, v in own.items()})
+                outs.append(fitter._posterior(raw, wall, values))
             else:
-                raw = _mcmc_raw(method, opts, one)
-            outs.append(fitter._posterior(raw, wall))
+                outs.append(fitter._posterior(_mcmc_raw(method, opts, one), wall))
         except Exception as err:
             outs.append(err)
     return outs
+
+
+_PHYSICAL: dict[Any, Any] = {}
+cache.register_gc_hook(_PHYSICAL.clear)
+
+
+def _physical_engine(to_physical):
+    """``engine(key, z (n, d), data_args) -> dict of (n,)``: a galaxy's latent points
+    in physical values, in the engine signature of :func:`_batched`; memoised."""
+    if to_physical not in _PHYSICAL:
+        def engine(key, z, data_args):
+            return jax.vmap(to_physical, in_axes=(0, None))(z, data_args)
+
+        _PHYSICAL[to_physical] = engine
+    return _PHYSICAL[to_physical]
+
+
+def _physical_of_batch(problem, keys, found, extra, data_args, axes, mode) -> dict:
+    """Physical values of each galaxy's MAP (column 0) and Laplace draws (columns 1…)
+    in one call for the batch: name → numpy array (batch, 1 + n_draws)."""
+    z = found["point"][:, None, :]
+    if extra is not None:
+        draws = extra["samples"]
+        z = jax.numpy.concatenate([z, draws.reshape(draws.shape[0], -1, draws.shape[-1])], axis=1)
+    out = _batched(_physical_engine(problem.to_physical), axes, 0, mode)(keys, z, data_args)
+    return {k: np.asarray(v) for k, v in out.items()}
 
 
 def _vmapped_point(method, opts, problem, keys, inits, data_args, axes, mode):

@@ -551,21 +551,28 @@ class Fitter:
             pieces.append({k: np.asarray(v)[:n_real] for k, v in out.items()})
         return {k: np.concatenate([p[k] for p in pieces]) for k in pieces[0]}
 
-    def _posterior(self, raw: RawResult, wall: float):
+    def _posterior(self, raw: RawResult, wall: float, physical: tuple | None = None):
+        """The Posterior of ``raw``. ``physical``: ``(point, samples)`` already mapped to
+        physical values (name → array of shape (1,), and of shape (n_draws,) or None),
+        as CatalogFitter does for a whole batch in one call."""
         from tengri.posterior import Posterior
 
-        point = {k: float(v[0]) for k, v in self._physical(np.asarray(raw.point)[None, :]).items()}
-        samples = None
+        if physical is None:
+            point_values = self._physical(np.asarray(raw.point)[None, :])
+        else:
+            point_values, samples = physical
+        point = {k: float(v[0]) for k, v in point_values.items()}
         n_chains = 1
-        if raw.samples is not None:
+        if raw.samples is None:
+            samples, params = None, point
+        else:
             s = np.asarray(raw.samples)
             if s.ndim == 2:
                 s = s[None]
             n_chains = int(s.shape[0])
-            samples = self._physical(s.reshape(-1, s.shape[-1]))
+            if physical is None:
+                samples = self._physical(s.reshape(-1, s.shape[-1]))
             params = {k: float(np.mean(v)) for k, v in samples.items()}
-        else:
-            params = point
         diagnostics = dict(raw.diagnostics)
         diagnostics.setdefault("point_estimate", point)
         diagnostics.setdefault("data_type", self.data_type)  # saved with the posterior
