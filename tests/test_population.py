@@ -166,6 +166,12 @@ def test_run_rejects_unknown_methods_and_options(population):
         population.run("mcmc", n_chains=1)
     with pytest.raises(ValueError, match="rank_of"):
         population.run("evi", rank_of=3)
+    with pytest.raises(ParameterError, match="objective"):
+        population.run("evi", objective="iwae")
+    with pytest.raises(ParameterError, match="family"):
+        population.run("evi", objective="iw", family="lowrank")
+    with pytest.raises(ParameterError, match="n_importance"):
+        population.run("evi", objective="iw", n_importance=0)
 
 
 @pytest.mark.slow
