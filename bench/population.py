@@ -151,7 +151,8 @@ def run_one(galaxies, n_grid: int, method: str, options: dict, spec_resolution: 
               "shared": summarise(post), "convergence_shared": diag["shared"],
               "convergence_per_galaxy": diag.get("per_galaxy", {})}
     for key in ("acceptance_rate", "step_size", "divergences", "n_integration_steps_mean", "final_neg_elbo",
-                "neg_elbo_change_last_10pct"):
+                "neg_elbo_change_last_10pct", "final_neg_bound", "neg_bound_change_last_10pct", "shared_ess",
+                "grid_mode_sigma", "grid_mode_tau_myr", "n_cells_drawn"):
         if key in post.diagnostics:
             result[key] = post.diagnostics[key]
     print(post.summary_str(), f"[{result['total_s']:.1f} s total]", flush=True)
@@ -168,7 +169,10 @@ def main(argv=None) -> None:
     parser.add_argument("--spectra", action="store_true", help="a low-resolution spectrum per galaxy as well")
     parser.add_argument("--spec-resolution", type=float, default=100.0, help="resolving power R of the spectra")
     parser.add_argument("--spec-snr", type=float, default=15.0, help="S/N of the median spectral pixel")
-    parser.add_argument("--evi-iterations", type=int, default=1500)
+    parser.add_argument("--evi-objective", default="laplace", choices=["laplace", "iw", "elbo"],
+                        help="evi's objective (PopulationFitter.run); laplace: a (σ, τ) grid")
+    parser.add_argument("--evi-iterations", type=int, default=1500, help="Adam steps of the iw / elbo objectives")
+    parser.add_argument("--evi-grid", type=int, nargs=2, default=[24, 24], help="laplace grid: n_sigma n_tau")
     parser.add_argument("--mcmc-samples", type=int, default=500)
     parser.add_argument("--mcmc-warmup", type=int, default=300)
     parser.add_argument("--nuts-samples", type=int, default=500)
@@ -182,7 +186,9 @@ def main(argv=None) -> None:
 
     spec_resolution = args.spec_resolution if args.spectra else None
     galaxies = simulate(max(args.sizes), args.n_grid, args.snr, args.seed, spec_resolution, args.spec_snr)
-    options = {"evi": {"n_iterations": args.evi_iterations},
+    evi = ({"objective": "laplace", "n_sigma": args.evi_grid[0], "n_tau": args.evi_grid[1]}
+           if args.evi_objective == "laplace" else {"objective": args.evi_objective, "n_iterations": args.evi_iterations})
+    options = {"evi": evi,
                "mcmc": {"n_iterations": args.mcmc_samples, "n_warmup": args.mcmc_warmup, "n_chains": 2},
                "nuts": {"n_iterations": args.nuts_samples, "n_warmup": args.nuts_warmup,
                         "n_chains": args.nuts_chains, "use_dense": True,

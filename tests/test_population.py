@@ -201,3 +201,22 @@ def test_arrow_family_draws_have_the_block_arrow_covariance():
     draws = np.asarray(_arrow_draws(jax.random.PRNGKey(0), mean, chol, 200_000))
     np.testing.assert_allclose(np.cov(draws.T), dense @ dense.T, atol=0.02)
     assert float(_arrow_logdet(chol)) == pytest.approx(np.linalg.slogdet(dense @ dense.T)[1], rel=1e-10)
+
+
+def test_evi_default_is_the_laplace_grid_and_its_draws_stay_in_their_cells(population):
+    post = population.run("evi", n_iterations=3, n_sigma=3, n_tau=2, n_posterior_samples=200, map_starts=1,
+                          map_steps=30)
+    diag = post.diagnostics
+    assert diag["objective"] == "laplace" and post.method == "Hierarchical EVI (Laplace grid)"
+    sigma, tau = post.shared_samples["sfh_field_psd_sigma"], post.shared_samples["sfh_field_psd_tau_myr"]
+    assert sigma.shape == (200,) and np.all((sigma > SIGMA_PRIOR[0]) & (sigma < SIGMA_PRIOR[1]))
+    assert np.all((tau > TAU_PRIOR[0]) & (tau < TAU_PRIOR[1]))
+    assert diag["grid_log_evidence"].shape == (3, 2) and np.all(np.isfinite(diag["grid_log_evidence"]))
+    # the drawn σ come from the cells in proportion to the grid's masses (a 3-cell check)
+    edges = np.linspace(*SIGMA_PRIOR, 4)
+    mass = np.exp(diag["grid_log_evidence"] - diag["grid_log_evidence"].max()) * np.diff(
+        np.geomspace(*TAU_PRIOR, 3))[None, :]
+    expected = mass.sum(1) / mass.sum()
+    observed = np.histogram(sigma, edges)[0] / sigma.size
+    np.testing.assert_allclose(observed, expected, atol=0.1)
+    assert len(post.individual_samples) == 4 and np.all(np.isfinite(post.individual_samples[0]["stellar_mass"]))

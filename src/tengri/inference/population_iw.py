@@ -28,8 +28,8 @@ variational problem for q(φ), which is cheap to correct afterwards.
 Measured limit: the 1/K regime starts only once K exceeds roughly exp(variance of the
 log weights). On the bench galaxies (33-D blocks, σ ≈ 0.4 dex) the ELBO is ~3 nats per
 galaxy below the Laplace evidence, and K = 16–64 Gaussian draws recovered too little of
-that to change the σ profile (docs/population_results.md); ``objective="elbo"`` stays
-the default.
+that to change the σ profile (docs/population_results.md); the default objective is
+the Laplace grid of :mod:`tengri.inference.population_grid`.
 
 The posterior of (σ, τ)
 -----------------------
