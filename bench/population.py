@@ -186,8 +186,10 @@ def main(argv=None) -> None:
 
     spec_resolution = args.spec_resolution if args.spectra else None
     galaxies = simulate(max(args.sizes), args.n_grid, args.snr, args.seed, spec_resolution, args.spec_snr)
-    evi = ({"objective": "laplace", "n_sigma": args.evi_grid[0], "n_tau": args.evi_grid[1]}
-           if args.evi_objective == "laplace" else {"objective": args.evi_objective, "n_iterations": args.evi_iterations})
+    if args.evi_objective == "laplace":
+        evi = {"objective": "laplace", "n_sigma": args.evi_grid[0], "n_tau": args.evi_grid[1]}
+    else:
+        evi = {"objective": args.evi_objective, "n_iterations": args.evi_iterations}
     options = {"evi": evi,
                "mcmc": {"n_iterations": args.mcmc_samples, "n_warmup": args.mcmc_warmup, "n_chains": 2},
                "nuts": {"n_iterations": args.nuts_samples, "n_warmup": args.nuts_warmup,

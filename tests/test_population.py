@@ -162,6 +162,8 @@ def test_run_rejects_unknown_methods_and_options(population):
         population.run("nested")
     with pytest.raises(ParameterError, match="n_iterations"):
         population.run("evi", n_iterations=0)
+    with pytest.raises(ParameterError, match="gauss_newton_steps"):
+        population.run("evi", n_iterations=100)  # the Laplace grid has no Adam steps
     with pytest.raises(ParameterError, match="n_chains"):
         population.run("mcmc", n_chains=1)
     with pytest.raises(ValueError, match="rank_of"):
@@ -178,7 +180,7 @@ def test_run_rejects_unknown_methods_and_options(population):
 @pytest.mark.full
 def test_evi_run_returns_a_population_posterior(population):
     # the Ray Tracing path is exercised by bench/population.py (its compilation would double this test's cost)
-    post = population.run("evi", n_iterations=20, n_posterior_samples=64, map_starts=1, map_steps=50)
+    post = population.run("evi", objective="elbo", n_iterations=20, n_posterior_samples=64, map_starts=1, map_steps=50)
     assert post.shared_samples["sfh_field_psd_sigma"].shape == (64,)
     assert len(post.individual_samples) == 4 and post.individual_samples[0]["stellar_mass"].shape == (64,)
     assert np.all(np.isfinite(post.diagnostics["neg_elbo_history"]))
@@ -204,7 +206,7 @@ def test_arrow_family_draws_have_the_block_arrow_covariance():
 
 
 def test_evi_default_is_the_laplace_grid_and_its_draws_stay_in_their_cells(population):
-    post = population.run("evi", n_iterations=3, n_sigma=3, n_tau=2, n_posterior_samples=200, map_starts=1,
+    post = population.run("evi", gauss_newton_steps=3, n_sigma=3, n_tau=2, n_posterior_samples=200, map_starts=1,
                           map_steps=30)
     diag = post.diagnostics
     assert diag["objective"] == "laplace" and post.method == "Hierarchical EVI (Laplace grid)"

@@ -54,9 +54,9 @@ _DATA_KEYS = ("flux_obs", "noise", "mask", "spec_obs", "spec_noise", "wave_spec"
 _SPEC_KEYS = ("spec_obs", "spec_noise", "wave_spec")
 _METHOD_LABELS = {"evi": "Hierarchical EVI (JIT)", "vi": "Hierarchical geoVI (vi_native)",
                   "mcmc": "Hierarchical MCMC (Ray Tracing)", "nuts": "Hierarchical MCMC (NUTS)"}
-_EVI_OPTIONS = {"objective": "laplace", "n_sigma": 24, "n_tau": 24, "family": "arrow", "n_samples": None, "n_importance": 16, "rank": 4,
-                "learning_rate": 0.01, "init_scale": 0.1, "n_posterior_samples": 1000, "n_eval_importance": 64,
-                "proposal_scale": 2.0, "warmup_fraction": 0.5}
+_EVI_OPTIONS = {"objective": "laplace", "n_sigma": 24, "n_tau": 24, "family": "arrow", "n_samples": None,
+                "n_importance": 16, "rank": 4, "learning_rate": 0.01, "init_scale": 0.1, "n_posterior_samples": 1000,
+                "n_eval_importance": 64, "proposal_scale": 2.0, "warmup_fraction": 0.5, "gauss_newton_steps": 25}
 _EVI_FAMILIES = ("arrow", "lowrank")
 _EVI_OBJECTIVES = ("laplace", "iw", "elbo")
 # φ draws per Adam step: each costs K galaxy evaluations under "iw", one under "elbo"
@@ -389,7 +389,8 @@ def _evi_options(options: dict) -> dict:
         raise ParameterError(f"objective 'iw' needs family 'arrow' (per-galaxy blocks), got {opts['family']!r}")
     if opts["n_samples"] is None:
         opts["n_samples"] = _EVI_DEFAULT_N_SAMPLES[opts["objective"]]
-    for name in ("n_samples", "n_posterior_samples", "n_importance", "n_eval_importance", "n_sigma", "n_tau"):
+    for name in ("n_samples", "n_posterior_samples", "n_importance", "n_eval_importance", "n_sigma", "n_tau",
+                 "gauss_newton_steps"):
         if int(opts[name]) < 1:
             raise ParameterError(f"{name} must be ≥ 1, got {opts[name]!r}")
     if int(opts["rank"]) < 0:
@@ -460,7 +461,7 @@ class PopulationFitter:
     ...     params = base.updated(sfh_field_psd_sigma=Fixed(sigma), sfh_field_psd_tau_myr=Fixed(tau))
     ...     return SEDModel(params, Photometry(filters), sfh={"family": "stochastic", "n_grid": 16})
     >>> pop = PopulationFitter(factory, galaxies, (0.05, 0.8), (20.0, 1000.0))  # doctest: +SKIP
-    >>> post = pop.run("evi", n_iterations=1000)                    # doctest: +SKIP
+    >>> post = pop.run("evi")                                       # doctest: +SKIP
     >>> post.summary()                                               # doctest: +SKIP
     """
 
@@ -558,7 +559,7 @@ class PopulationFitter:
               (:mod:`tengri.inference.population_grid`): on an ``n_sigma`` × ``n_tau``
               grid (24 × 24; σ in equal cells, τ in equal cells of log τ, over the
               priors) every galaxy's latent is taken to its mode by
-              ``n_iterations`` Gauss–Newton steps (default 25) and its evidence
+              ``gauss_newton_steps`` (25) Gauss–Newton steps and its evidence
               approximated by Laplace's method; (σ, τ) are drawn from the summed
               grid posterior (uniform within a cell) and each galaxy's latent from
               its Laplace Gaussian at the drawn cell's node. The (σ, τ) widths are
@@ -652,7 +653,10 @@ class PopulationFitter:
 
     def _run_evi(self, problem: Problem, key, n_iterations, opts: dict):
         if opts["objective"] == "laplace":
-            return self._run_evi_laplace(problem, key, 25 if n_iterations is None else int(n_iterations), opts)
+            if n_iterations is not None:
+                raise ParameterError("n_iterations sets the Adam steps of objective 'elbo' / 'iw'; the 'laplace' "
+                                     "grid (the default) takes gauss_newton_steps")
+            return self._run_evi_laplace(problem, key, int(opts["gauss_newton_steps"]), opts)
         n_iter = 1000 if n_iterations is None else int(n_iterations)
         if opts["objective"] == "iw":
             return self._run_evi_iw(problem, key, n_iter, opts)
