@@ -15,6 +15,11 @@ large τ; the Laplace error is the curvature mismatch at the mode only, and on t
 bench galaxies its σ profile differs from the ELBO's by 20–30 nats
 (docs/population_results.md).
 
+Checked (bench/population_evidence_check.py, 10 bench galaxies): against annealed
+importance sampling the summed Laplace evidence is within 0.7 nats for σ ≤ 0.58 dex
+(0.02 at the truth σ = 0.4, τ = 300 Myr); at σ = 0.8 AIS did not converge and Laplace
+may be too high by up to 17–33 nats, so the σ ≳ 0.7 tail may be too heavy.
+
 Known limit (measured): a galaxy's posterior can have several modes, and Gauss–Newton
 finds the one its start leads to. The scan warm-starts each grid point from the
 previous τ of the same σ row (each row from the first point of the previous row), so
