@@ -152,7 +152,7 @@ def run_one(galaxies, n_grid: int, method: str, options: dict, spec_resolution: 
               "convergence_per_galaxy": diag.get("per_galaxy", {})}
     for key in ("acceptance_rate", "step_size", "divergences", "n_integration_steps_mean", "final_neg_elbo",
                 "neg_elbo_change_last_10pct", "final_neg_bound", "neg_bound_change_last_10pct", "shared_ess",
-                "grid_mode_sigma", "grid_mode_tau_myr", "n_cells_drawn"):
+                "grid_mode_sigma", "grid_mode_tau_myr", "n_cells_drawn", "init", "init_sigma", "init_tau_myr"):
         if key in post.diagnostics:
             result[key] = post.diagnostics[key]
     print(post.summary_str(), f"[{result['total_s']:.1f} s total]", flush=True)
@@ -179,6 +179,9 @@ def main(argv=None) -> None:
     parser.add_argument("--nuts-warmup", type=int, default=500)
     parser.add_argument("--nuts-chains", type=int, default=2)
     parser.add_argument("--nuts-max-doublings", type=int, default=8)
+    parser.add_argument("--mcmc-init", default="map", choices=["map", "evi"],
+                        help="where mcmc / nuts chains start: per-galaxy MAPs at the prior centre, or the Laplace grid")
+    parser.add_argument("--init-grid", type=int, nargs=2, default=[12, 12], help="--mcmc-init evi: n_sigma n_tau")
     parser.add_argument("--name", default="population")
     args = parser.parse_args(argv)
 
@@ -196,6 +199,10 @@ def main(argv=None) -> None:
                         "n_chains": args.nuts_chains, "use_dense": True,
                         "max_num_doublings": args.nuts_max_doublings},
                "vi": {"n_iterations": 8}}
+    if args.mcmc_init == "evi":
+        for method in ("mcmc", "nuts"):
+            options[method].update(init="evi", init_evi_options={"n_sigma": args.init_grid[0],
+                                                                  "n_tau": args.init_grid[1]})
     runs = []
     for method in args.methods:
         for n in sorted(args.sizes):

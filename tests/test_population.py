@@ -222,3 +222,25 @@ def test_evi_default_is_the_laplace_grid_and_its_draws_stay_in_their_cells(popul
     observed = np.histogram(sigma, edges)[0] / sigma.size
     np.testing.assert_allclose(observed, expected, atol=0.1)
     assert len(post.individual_samples) == 4 and np.all(np.isfinite(post.individual_samples[0]["stellar_mass"]))
+
+
+def test_evi_start_is_each_galaxys_mode_at_the_grid_median_hyperparameters(population):
+    from scipy.special import ndtri
+
+    point = population.initialize_evi(jax.random.PRNGKey(3), map_starts=1, map_steps=30, n_sigma=3, n_tau=2,
+                                      gauss_newton_steps=15, n_posterior_samples=200)
+    diag = population.evi_diagnostics
+    assert point.shape == (population.n_dim,) and population.evi_point is point
+    assert SIGMA_PRIOR[0] < diag["init_sigma"] < SIGMA_PRIOR[1] and TAU_PRIOR[0] < diag["init_tau_myr"] < TAU_PRIOR[1]
+    expected_phi = ndtri((diag["init_sigma"] - SIGMA_PRIOR[0]) / (SIGMA_PRIOR[1] - SIGMA_PRIOR[0]))
+    assert point[0] == pytest.approx(expected_phi, abs=1e-9)
+    # a mode given (σ, τ): the joint density's gradient in every galaxy's block vanishes there
+    grad = np.asarray(jax.grad(population.log_density)(jnp.asarray(point)))
+    assert np.max(np.abs(grad[2:])) < 1e-4 * max(1.0, np.max(np.abs(point[2:])))
+
+
+def test_evi_init_is_rejected_outside_mcmc_and_nuts(population):
+    with pytest.raises(ParameterError, match="init"):
+        population.run("evi", init="evi")
+    with pytest.raises(ParameterError, match="init"):
+        population.run("nuts", init="grid")

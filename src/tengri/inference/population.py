@@ -373,6 +373,7 @@ def _history_diagnostics(history: np.ndarray, name: str) -> dict:
 
 
 _REGISTERED = {"vi": "vi_native", "mcmc": "mcmc_raytrace", "nuts": "mcmc_nuts"}
+INIT_POINTS = ("map", "evi")  # where 'mcmc' / 'nuts' chains start (PopulationFitter.run)
 
 
 def _evi_options(options: dict) -> dict:
@@ -505,6 +506,8 @@ class PopulationFitter:
             to_physical=self._functions["to_physical"], init=jnp.zeros(self.n_dim),
             residuals=self._functions["residuals"], n_data=sum(f.problem.n_data for f in self.fitters))
         self.map_point: np.ndarray | None = None
+        self.evi_point: np.ndarray | None = None
+        self.evi_diagnostics: dict = {}
 
     # --- layout -------------------------------------------------------------------------
     @property
@@ -544,6 +547,34 @@ class PopulationFitter:
                   for i, f in enumerate(self.fitters)]
         self.map_point = np.concatenate([np.zeros(2)] + points)
         return self.map_point
+
+    def initialize_evi(self, key=None, map_starts: int = 4, map_steps: int = 500, **evi_options) -> np.ndarray:
+        """Start of the MCMC chains from the Laplace grid (``run("evi")``'s default), flat (n_dim,).
+
+        φ is at the grid posterior's medians of σ [dex] and τ [Myr]; each galaxy's
+        latent at its Laplace mode given those values (Gauss–Newton from its MAP at
+        the prior centre). Why: at φ = 0 the per-galaxy MAPs sit where the shared
+        block's posterior mass is not, and the chains spent their warm-up walking
+        there (docs/population_results.md). Stored in ``self.evi_point``.
+        """
+        key = jax.random.PRNGKey(0) if key is None else key
+        init_key, grid_key = jax.random.split(key)
+        if self.map_point is None:
+            self.initialize(init_key, map_starts, map_steps)
+        opts = _evi_options({**evi_options, "objective": "laplace"})
+        problem = dataclasses.replace(self.problem, init=jax.device_put(self.map_point))
+        draws, _, diagnostics = self._run_evi_laplace(problem, grid_key, int(opts["gauss_newton_steps"]), opts)
+        hyper = np.asarray(self.problem.data_args["shared_hyper"])
+        phi = np.median(draws[0, :, :2], axis=0)
+        sigma, tau = (float(latent_to_physical_1d("uniform", phi[j], hyper[j])) for j in range(2))
+        engine = self._laplace_engines[int(opts["gauss_newton_steps"])]
+        z0 = self.map_point[2:].reshape(self.n_galaxies, len(self.galaxy_names))
+        _, modes, _ = engine(jnp.asarray(z0), problem.data_args["galaxies"], sigma, tau)
+        self.evi_point = np.concatenate([phi, np.asarray(modes).ravel()])
+        self.evi_diagnostics = {"init_sigma": sigma, "init_tau_myr": tau,
+                                "init_grid_mode_sigma": diagnostics["grid_mode_sigma"],
+                                "init_grid_mode_tau_myr": diagnostics["grid_mode_tau_myr"]}
+        return self.evi_point
 
     # --- running --------------------------------------------------------------------------
     def run(self, method: str = "evi", n_iterations: int | None = None, key=None,
@@ -616,7 +647,14 @@ class PopulationFitter:
               options of ``mcmc_raytrace``; at least 2 chains, default 2);
               ``n_iterations``: kept draws per chain.
             - ``"nuts"``: NUTS (options of ``mcmc_nuts``, at least 2 chains).
-            All start from the per-galaxy MAP (:meth:`initialize`).
+            All start from the per-galaxy MAP (:meth:`initialize`), unless
+            ``init="evi"``.
+        init : {"map", "evi"}, keyword, "mcmc" / "nuts" only
+            ``"map"`` (default): chains start at φ = 0 (the prior centre of σ, τ)
+            and each galaxy's MAP there. ``"evi"``: at the Laplace grid's median σ,
+            τ and each galaxy's Laplace mode given them (:meth:`initialize_evi`;
+            grid options in ``init_evi_options``, e.g. ``{"n_sigma": 12,
+            "n_tau": 12}``); the chains' ``init_jitter`` disperses them as usual.
         n_iterations : int, optional
             See above.
         key : jax PRNGKey, optional
@@ -632,17 +670,30 @@ class PopulationFitter:
             raise ParameterError(f"method {method!r} unknown; valid: {', '.join(POPULATION_METHODS)}")
         if n_iterations is not None and (not isinstance(n_iterations, (int, np.integer)) or n_iterations < 1):
             raise ParameterError(f"n_iterations must be a positive integer, got {n_iterations!r}")
+        init = kwargs.pop("init", "map")
+        init_evi_options = dict(kwargs.pop("init_evi_options", {}))
+        if init not in INIT_POINTS:
+            raise ParameterError(f"init must be one of {INIT_POINTS}, got {init!r}")
+        if init == "evi" and method not in ("mcmc", "nuts"):
+            raise ParameterError(f"init='evi' starts the chains of 'mcmc' / 'nuts', not method {method!r}")
         options = _evi_options(kwargs) if method == "evi" else _registered_options(method, n_iterations, kwargs)
         key = jax.random.PRNGKey(42) if key is None else key
         init_key, run_key = jax.random.split(key)
         start = time.perf_counter()
-        if self.map_point is None:
-            self.initialize(init_key, map_starts, map_steps)
-        problem = dataclasses.replace(self.problem, init=jax.device_put(self.map_point))
+        init_diagnostics = {}
+        if init == "evi":
+            start_point = self.initialize_evi(init_key, map_starts, map_steps, **init_evi_options)
+            init_diagnostics = dict(self.evi_diagnostics)
+        else:
+            if self.map_point is None:
+                self.initialize(init_key, map_starts, map_steps)
+            start_point = self.map_point
+        problem = dataclasses.replace(self.problem, init=jax.device_put(start_point))
         if method == "evi":
             draws, n_chains, diagnostics = self._run_evi(problem, run_key, n_iterations, options)
         else:
             draws, n_chains, diagnostics = self._run_registered(method, problem, run_key, options)
+            diagnostics = {**diagnostics, "init": init, **init_diagnostics}
         label = _METHOD_LABELS[method]
         if method == "evi":
             label = {"laplace": "Hierarchical EVI (Laplace grid)", "iw": "Hierarchical EVI (IW bound)",
