@@ -23,7 +23,7 @@ import jax
 import numpy as np
 
 from tengri.errors import ParameterError
-from tengri.inference import cache, registry
+from tengri.inference import cache, host_keys, registry
 from tengri.inference.methods._engine_cache import recording_engine_use
 from tengri.inference.problem import Problem, RawResult
 
@@ -304,7 +304,7 @@ class Fitter:
         if init_from is not None and "start" not in kwargs and "start" in registry.method_options(name, {}):
             kwargs = {**kwargs, "start": "init"}  # a warm start begins where it is told
         options = registry.method_options(name, kwargs)
-        key = jax.random.PRNGKey(42) if key is None else key
+        key = host_keys.prng_key(42) if key is None else key
         problem = self.problem
         if init_from is not None:
             problem = dataclasses.replace(problem, init=self._latent_from(init_from))

@@ -57,7 +57,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from tengri.errors import ParameterError
-from tengri.inference import registry
+from tengri.inference import host_keys, registry
 from tengri.inference.methods._engine_cache import memoised_engine
 from tengri.inference.methods.optimize import (
     finite_float, initial_point, positive_int, run_map_engine, validated_options,
@@ -362,10 +362,10 @@ def _start_point(method: str, start: Any, problem: Problem, key: jax.Array) -> j
 
 
 def _chain_keys(key: jax.Array, n_chains: int) -> tuple[jax.Array, list[jax.Array]]:
-    # fold_in rather than split(key, n_chains): the same small program for every
-    # n_chains, so changing n_chains compiles nothing.
-    key_map, key_chains = jax.random.split(key)
-    return key_map, [jax.random.fold_in(key_chains, chain) for chain in range(n_chains)]
+    # fold_in rather than split(key, n_chains), in numpy: no program to compile or
+    # load for any n_chains (host_keys gives jax.random's values).
+    key_map, key_chains = host_keys.split_pair(key)
+    return key_map, [host_keys.fold_in(key_chains, chain) for chain in range(n_chains)]
 
 
 def _stack_chains(outputs: list[dict[str, Any]]) -> dict[str, Any]:
