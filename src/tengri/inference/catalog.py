@@ -59,7 +59,7 @@ import jax
 import numpy as np
 
 from tengri.errors import DataError, ParameterError
-from tengri.inference import cache, registry
+from tengri.inference import cache, host_keys, registry
 
 __all__ = ["CatalogFitter", "CatalogResult", "GalaxyRecord", "galaxy_key", "galaxy_keys", "STRATEGIES",
            "fit_records", "choose_strategy", "method_options",
@@ -81,15 +81,10 @@ def galaxy_key(key: jax.Array, index: int) -> jax.Array:
     return jax.random.fold_in(key, int(index))
 
 
-@jax.jit
-def _fold_in_each(key: jax.Array, indices: jax.Array) -> jax.Array:
-    return jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, indices)
-
-
 def galaxy_keys(key: jax.Array, indices: Sequence[int]) -> np.ndarray:
     """:func:`galaxy_key` of each of ``indices`` (one call instead of one per galaxy),
     shape (len(indices), 2)."""
-    return np.asarray(_fold_in_each(key, np.asarray(indices, dtype=np.uint32)))
+    return np.asarray(host_keys.fold_in_many(key, np.asarray(indices, dtype=np.int64)))
 
 
 @dataclass

@@ -13,7 +13,7 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-__all__ = ["prng_key", "split_pair", "fold_in"]
+__all__ = ["prng_key", "split_pair", "fold_in", "fold_in_many"]
 
 _ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
 
@@ -79,6 +79,18 @@ def split_pair(key) -> tuple:
     return first, second
 
 
+def fold_in_many(key, data):
+    """``jax.random.fold_in(key, d)`` for each ``d`` of ``data``, shape (n, 2); numpy
+    uint32 for a raw key. ``data``: non-negative integers below 2**32, shape (n,)."""
+    data = np.asarray(data)
+    if data.ndim != 1 or (data.size and not (data.min() >= 0 and data.max() < 2**32)):
+        raise ValueError(f"argument 'data' must be integers in [0, 2**32) of shape (n,), got {data!r}")
+    raw = _raw_threefry_key(key)
+    if raw is None:
+        return jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, data.astype(np.uint32))
+    return _counter_key(raw, data.astype(np.uint32))
+
+
 def fold_in(key, data: int):
     """``jax.random.fold_in(key, data)``; numpy uint32 (2,) for a raw key.
 
@@ -86,7 +98,6 @@ def fold_in(key, data: int):
     """
     if not 0 <= int(data) < 2**32:
         raise ValueError(f"argument 'data' must be an integer in [0, 2**32), got {data!r}")
-    raw = _raw_threefry_key(key)
-    if raw is None:
+    if _raw_threefry_key(key) is None:
         return jax.random.fold_in(key, data)
-    return _counter_key(raw, np.array([data], dtype=np.uint32))[0]
+    return fold_in_many(key, [int(data)])[0]

@@ -44,7 +44,7 @@ import optax
 from tengri.errors import ConfigError, DataError, ParameterError
 from tengri.inference.methods._engine_cache import memoised_engine
 from tengri.inference.problem import Problem, log_density
-from tengri.params.priors import latent_to_physical_1d
+from tengri.params.priors import latent_to_physical_1d, physical_to_latent_1d
 from tengri.posterior.population import SHARED_NAMES, PopulationPosterior
 
 __all__ = ["PopulationFitter", "PopulationPosterior", "SHARED_NAMES", "POPULATION_METHODS"]
@@ -346,21 +346,28 @@ def build_evi_engine(log_likelihood: Callable, n_dim: int, n_samples: int, rank:
         optimiser = optax.adam(schedule)
         state = optimiser.init(params)
 
-        def step(carry, k):
-            params, state = carry
-            loss, grads = jax.value_and_grad(neg_elbo)(params, k)
-            # a non-finite step (a draw far in a tail) is skipped rather than poisoning the state
-            ok = jnp.isfinite(loss) & jax.tree.reduce(lambda a, g: a & jnp.all(jnp.isfinite(g)), grads, True)
-            updates, new_state = optimiser.update(grads, state, params)
-            new_params = optax.apply_updates(params, updates)
-            params, state = jax.tree.map(lambda n, o: jnp.where(ok, n, o), (new_params, new_state), (params, state))
-            return (params, state), loss
-
+        step = guarded_adam_step(neg_elbo, optimiser)
         (params, _), history = jax.lax.scan(step, (params, state), jax.random.split(loop_key, n_iterations))
         draws = draws_of(params, draw_key, n_posterior_samples)
         return {"mean": params[0], "neg_elbo": history, "draws": draws}
 
     return engine
+
+
+def guarded_adam_step(loss: Callable, optimiser) -> Callable:
+    """``step((params, state), key) -> ((params, state), loss value)``: one optimiser step on
+    ``loss(params, key)`` for a ``lax.scan``. A step whose loss or gradient is not finite (a
+    draw far in a tail) is skipped rather than poisoning the state."""
+    def step(carry, k):
+        params, state = carry
+        value, grads = jax.value_and_grad(loss)(params, k)
+        ok = jnp.isfinite(value) & jax.tree.reduce(lambda a, g: a & jnp.all(jnp.isfinite(g)), grads, True)
+        updates, new_state = optimiser.update(grads, state, params)
+        new_params = optax.apply_updates(params, updates)
+        params, state = jax.tree.map(lambda n, o: jnp.where(ok, n, o), (new_params, new_state), (params, state))
+        return (params, state), value
+
+    return step
 
 
 def _history_diagnostics(history: np.ndarray, name: str) -> dict:
@@ -720,8 +727,6 @@ class PopulationFitter:
         return np.asarray(out["draws"])[None], 1, diagnostics
 
     def _run_evi_laplace(self, problem: Problem, key, n_steps: int, opts: dict):
-        from scipy.special import ndtri
-
         from tengri.inference.population_grid import build_laplace_engine, grid_draws, grid_nodes, laplace_grid
 
         gp = self.fitters[0].problem
@@ -753,11 +758,10 @@ class PopulationFitter:
             rows = np.flatnonzero(cells == cell)
             eps = rng.normal(size=(rows.size, self.n_galaxies, d))
             # z = mode + L⁻ᵀ ε has covariance (L Lᵀ)⁻¹
-            latents[rows] = np.asarray(mode)[None] + np.stack(
-                [np.linalg.solve(np.swapaxes(chol, 1, 2), e[:, :, None])[:, :, 0] for e in eps])
+            latents[rows] = np.asarray(mode)[None] + np.linalg.solve(np.swapaxes(chol, 1, 2)[None], eps[..., None])[..., 0]
         hyper = np.asarray(problem.data_args["shared_hyper"])
-        phi = np.stack([ndtri((sigma - hyper[0, 0]) / (hyper[0, 1] - hyper[0, 0])),
-                        ndtri((tau - hyper[1, 0]) / (hyper[1, 1] - hyper[1, 0]))], axis=1)
+        phi = np.stack([np.asarray(physical_to_latent_1d("uniform", x, hyper[j])) for j, x in enumerate((sigma, tau))],
+                       axis=1)
         draws = np.concatenate([phi, latents.reshape(n_draws, -1)], axis=1)
         j, k = np.unravel_index(np.argmax(log_post), shape)
         diagnostics = {"objective": "laplace", "gauss_newton_steps": n_steps, "grid_sigma": sigma_nodes,

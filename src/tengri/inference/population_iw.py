@@ -54,7 +54,7 @@ import optax
 
 from tengri.errors import ConfigError
 from tengri.inference.methods._engine_cache import memoised_engine
-from tengri.inference.population import N_SHARED, _arrow_blocks, _arrow_init
+from tengri.inference.population import N_SHARED, _arrow_blocks, _arrow_init, guarded_adam_step
 
 __all__ = ["galaxy_draws_given_shared", "galaxy_log_evidence", "iw_bound", "build_iw_engine"]
 
@@ -173,18 +173,12 @@ def build_iw_engine(galaxy_lls: Callable, n_galaxies: int, n_dim_galaxy: int, n_
         optimiser = optax.adam(optax.cosine_decay_schedule(learning_rate, n_iterations, alpha=0.01))
         state = optimiser.init(params)
 
-        def step(carry, k, n_draws):
-            params, state = carry
-            value, grads = jax.value_and_grad(loss)(params, k, n_draws)
-            ok = jnp.isfinite(value) & jax.tree.reduce(lambda a, g: a & jnp.all(jnp.isfinite(g)), grads, True)
-            updates, new_state = optimiser.update(grads, state, params)
-            new_params = optax.apply_updates(params, updates)
-            params, state = jax.tree.map(lambda n, o: jnp.where(ok, n, o), (new_params, new_state), (params, state))
-            return (params, state), value
+        def step(n_draws):
+            return guarded_adam_step(lambda p, k: loss(p, k, n_draws), optimiser)
 
         keys = jax.random.split(loop_key, n_iterations)
-        carry, warm = jax.lax.scan(lambda c, k: step(c, k, 1), (params, state), keys[:n_warmup])
-        (params, _), history = jax.lax.scan(lambda c, k: step(c, k, n_importance), carry, keys[n_warmup:])
+        carry, warm = jax.lax.scan(step(1), (params, state), keys[:n_warmup])
+        (params, _), history = jax.lax.scan(step(n_importance), carry, keys[n_warmup:])
         history = jnp.concatenate([warm, history])
         draws = _resample(draw_key, params, data_args)
         return {"mean": params[0], "neg_bound": history, **draws}
