@@ -39,43 +39,18 @@ import population as bench  # noqa: E402
 from _common import write_json  # noqa: E402
 
 
-def laplace_evidence_fn(fitter, n_steps: int):
-    """Jitted ``(z0 (N, d), σ, τ) -> (log evidence (N,), mode (N, d))`` of every galaxy of
-    a PopulationFitter, the shared values overwriting each galaxy's Fixed ones."""
-    import jax
-    import jax.numpy as jnp
-
-    from tengri.inference.population import _shared_axes, _stack
-    from tengri.posterior.population import SHARED_NAMES
+def laplace_grid_of(fitter, n_steps: int, sigma_dex: np.ndarray, tau_myr: np.ndarray) -> np.ndarray:
+    """Per-galaxy Laplace log-evidences (N, n_σ, n_τ) of a PopulationFitter's galaxies on the
+    grid, with the library's engine and warm-started scan (:mod:`tengri.inference.population_grid`),
+    from z = 0."""
+    from tengri.inference.population_grid import build_laplace_engine, laplace_grid
 
     problem = fitter.fitters[0].problem
-    fixed_names = sorted(fitter.model.parameters.fixed_values)
-    i_sigma, i_tau = (fixed_names.index(n) for n in SHARED_NAMES)
-    arg_list = [f.problem.data_args for f in fitter.fitters]
-    axes = _shared_axes(arg_list)
-    stacked = _stack(arg_list, axes)
-
-    def one(z0, args, sigma, tau):
-        args = {**args, "fixed": args["fixed"].at[i_sigma].set(sigma).at[i_tau].set(tau)}
-
-        def residuals(z):
-            return problem.residuals(z, args)
-
-        def precision(z):
-            jac = jax.jacfwd(residuals)(z)
-            return jac.T @ jac + jnp.eye(z.size), jac
-
-        def step(z, _):
-            a, jac = precision(z)
-            return z - jnp.linalg.solve(a, jac.T @ residuals(z) + z), None
-
-        z, _ = jax.lax.scan(step, z0, None, length=n_steps)
-        r = residuals(z)
-        log_det = jnp.linalg.slogdet(precision(z)[0])[1]
-        return -0.5 * jnp.sum(r**2) - 0.5 * jnp.sum(z**2) - 0.5 * log_det, z
-
-    evidence = jax.jit(jax.vmap(one, in_axes=(0, axes, None, None)))
-    return lambda z0, sigma, tau: evidence(z0, stacked, sigma, tau)
+    engine = build_laplace_engine(problem.log_likelihood, problem.residuals, fitter._fixed_index, fitter._axes,
+                                  n_steps)
+    z0 = np.zeros((fitter.n_galaxies, problem.n_dim))
+    log_evidence, _ = laplace_grid(engine, fitter.problem.data_args["galaxies"], z0, sigma_dex, tau_myr)
+    return log_evidence
 
 
 def marginal_summary(grid: np.ndarray, weights: np.ndarray) -> dict:
@@ -111,27 +86,15 @@ def main(argv=None) -> None:
     parser.add_argument("--name", default="population_laplace")
     args = parser.parse_args(argv)
 
-    import jax.numpy as jnp
-
     from tengri.inference.population import PopulationFitter
 
     resolution = 100.0 if args.spectra else None
     galaxies = bench.simulate(max(args.sizes), 16, 20.0, 1, resolution, 15.0)
     fitter = PopulationFitter(bench.make_factory(16, resolution), galaxies, bench.SIGMA_PRIOR, bench.TAU_PRIOR)
-    evidence = laplace_evidence_fn(fitter, args.steps)
     sigma_dex = np.linspace(*args.sigma_range, args.n_sigma)
     tau_myr = np.geomspace(*args.tau_range, args.n_tau)
-    log_evidence = np.zeros((len(galaxies), sigma_dex.size, tau_myr.size))
-    z_row = jnp.zeros((len(galaxies), fitter.fitters[0].problem.n_dim))
     start = time.perf_counter()
-    for j, sigma in enumerate(sigma_dex):
-        z = z_row
-        for k, tau in enumerate(tau_myr):
-            values, z = evidence(z, sigma, tau)
-            log_evidence[:, j, k] = np.asarray(values)
-            if k == 0:
-                z_row = z
-        print(f"σ = {sigma:.3f} dex done, {time.perf_counter() - start:.0f} s", flush=True)
+    log_evidence = laplace_grid_of(fitter, args.steps, sigma_dex, tau_myr)
     summary = {n: grid_posterior(log_evidence[:n].sum(0), sigma_dex, tau_myr) for n in sorted(args.sizes)}
     print(json.dumps(summary, indent=1))
     write_json(args.name, {"settings": vars(args), "truth": bench.TRUTH, "sigma_dex": sigma_dex.tolist(),

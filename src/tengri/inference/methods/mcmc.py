@@ -365,7 +365,7 @@ def _chain_keys(key: jax.Array, n_chains: int) -> tuple[jax.Array, list[jax.Arra
     # fold_in rather than split(key, n_chains), in numpy: no program to compile or
     # load for any n_chains (host_keys gives jax.random's values).
     key_map, key_chains = host_keys.split_pair(key)
-    return key_map, [host_keys.fold_in(key_chains, chain) for chain in range(n_chains)]
+    return key_map, list(host_keys.fold_in_many(key_chains, np.arange(n_chains)))
 
 
 def _stack_chains(outputs: list[dict[str, Any]]) -> dict[str, Any]:
