@@ -569,6 +569,42 @@ class SSPGrid:
             age_edges_yr=_frozen(edges.copy()),
         )
 
+    def without_ages_beyond(self, oldest_yr: float) -> "SSPGrid":
+        """The grid without the SSPs that no star older than ``oldest_yr`` can reach.
+
+        Keeps the ages up to and including the first one ≥ ``oldest_yr`` (all of them
+        when none is), each with the age bin it had here (:attr:`age_bin_edges_yr`),
+        so the mass an SFH puts in every kept bin is unchanged and the dropped bins
+        held none. A model whose histories cannot be older than the universe at its
+        redshift uses this to shorten the age axis of every likelihood call (BC03's
+        ages run to 20 Gyr: at z = 1 a quarter of them are older than the universe).
+
+        Parameters
+        ----------
+        oldest_yr : float
+            Oldest lookback time [yr] at which stars can form, > 0.
+
+        Returns
+        -------
+        SSPGrid
+            ``self`` when nothing is dropped.
+        """
+        if not (np.isfinite(oldest_yr) and oldest_yr > 0):
+            raise ParameterError(f"oldest_yr must be finite and > 0, got {oldest_yr}")
+        n_keep = min(int(np.searchsorted(self.age_yr, oldest_yr, side="left")) + 1, self.age_yr.size)
+        if n_keep == self.age_yr.size:
+            return self
+        # read-only views of arrays already validated: no copy of the spectra
+        return SSPGrid(
+            age_yr=_frozen(self.age_yr[:n_keep]),
+            metallicity_zsun=self.metallicity_zsun,
+            wavelength_aa=self.wavelength_aa,
+            lnu=_frozen(self.lnu[:, :n_keep]),
+            surviving_mass_fraction=_frozen(self.surviving_mass_fraction[:, :n_keep]),
+            name=self.name,
+            age_edges_yr=_frozen(np.array(self.age_bin_edges_yr[: n_keep + 1])),
+        )
+
     def resampled(self, wavelength_aa) -> "SSPGrid":
         """The grid rebinned onto a (coarser) wavelength grid.
 

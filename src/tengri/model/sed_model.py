@@ -215,6 +215,12 @@ class SEDModel:
 
         self.components = self._build_components()
         self.parameters = self._complete_parameters(parameters)
+        oldest_gyr = self._oldest_lookback_gyr()
+        if oldest_gyr is not None:  # SSPs older than any history can reach: off every likelihood call
+            trimmed = self.ssp.without_ages_beyond(oldest_gyr * _GYR)
+            if trimmed is not self.ssp:
+                self.ssp = trimmed
+                self.components = self._build_components()
         self.per_galaxy = tuple(per_galaxy)
         not_fixed = [n for n in self.per_galaxy if n not in self.parameters.fixed_values]
         if not_fixed:
@@ -246,6 +252,30 @@ class SEDModel:
         if self.xray is not None:
             chain.append(comp.XRayEmission(agn=self.agn is not None, **self.xray))
         return tuple(chain)
+
+    def _oldest_lookback_gyr(self) -> float | None:
+        """The oldest lookback time [Gyr] at which this model's SFH can form stars, or None if unbounded.
+
+        The age of the universe at the lowest redshift the model allows (a
+        per-galaxy redshift is configured as 0) for the families that start at the
+        Big Bang (``lognormal``, ``dpl``); the upper bound of the ``age_gyr`` prior
+        (resolved there) for those that start ``age_gyr`` ago. None for the
+        continuity and stochastic histories and for an unbounded ``age_gyr`` prior.
+        """
+        z_bounds = _prior_bounds(self.parameters["redshift"])
+        z_low = max(0.0, z_bounds[0]) if z_bounds is not None else 0.0
+        universe_gyr = float(cosmology.age_of_universe_gyr_numpy(z_low, self.cosmo))
+        if self.sfh in ("lognormal", "dpl"):
+            return universe_gyr
+        if self.sfh not in ("constant", "exponential", "delayed", "burst"):
+            return None
+        prior = self.parameters["age_gyr"]
+        if isinstance(prior, Fixed):
+            return float(prior.value)
+        high = getattr(prior, "high", None)
+        if high == "age_of_universe":
+            return universe_gyr
+        return float(high) if isinstance(high, float) else None
 
     def _ssp_ionising_photons_per_msun(self) -> np.ndarray:
         """Q(H) [photons/s per M☉ formed] of each SSP, shape (n_z, n_age), counted on the model grid."""
