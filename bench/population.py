@@ -26,7 +26,8 @@ range, 2 points per LSF σ at R = 100) rather than the SSPs' native 0.5–1 Å g
 the band fluxes are unchanged to 1e-9 and a likelihood call is ≈ 20× cheaper; the
 same grid simulates and fits, so the simulation is self-consistent.
 
-For each size in ``--sizes`` (galaxies are the first N of one simulated set) and
+For each size in ``--sizes`` (galaxies are the first N of one simulated set of
+``SUPERSET_SIZE`` (80), whatever the sizes asked for, so that N = 10, 20, 40 are nested) and
 each method: wall time (MAP initialisation, compilation and run, all included;
 on this machine's CPUs unless JAX finds a GPU), the median and 68 % interval of
 σ and τ, whether each truth is within 2 posterior standard deviations of the
@@ -98,13 +99,26 @@ def make_factory(n_grid: int, spec_resolution: float | None = None):
     return factory
 
 
+SUPERSET_SIZE = 80  # every galaxy set is a prefix of one simulated set of this many
+
+
 def simulate(n_galaxies: int, n_grid: int, snr: float, seed: int, spec_resolution: float | None = None,
              spec_snr: float = 15.0) -> list[dict]:
-    """Galaxies drawn at the true σ, τ: ξ ~ N(0, 1), log M* ~ U(9.5, 11), age ~ U(1, 3) Gyr,
-    τ_SFH ~ U(0.3, 3) Gyr; fluxes with noise flux / snr added. With ``spec_resolution``
-    also ``spec_obs`` / ``spec_noise`` (n_pix,) [erg/s/cm²/Å]: one σ per galaxy,
-    median(noiseless spectrum) / spec_snr (module docstring). The photometric draws are
-    those of the photometry-only simulation (the spectra's noise comes after them)."""
+    """The first ``n_galaxies`` of one set of max(n_galaxies, SUPERSET_SIZE) galaxies drawn at the
+    true σ, τ, so that sets of different sizes are nested (simulate(10) == simulate(40)[:10]).
+
+    Per galaxy: ξ ~ N(0, 1), log M* ~ U(9.5, 11), age ~ U(1, 3) Gyr, τ_SFH ~ U(0.3, 3) Gyr;
+    fluxes with noise flux / snr added. With ``spec_resolution`` also ``spec_obs`` /
+    ``spec_noise`` (n_pix,) [erg/s/cm²/Å]: one σ per galaxy, median(noiseless spectrum) /
+    spec_snr (module docstring). The photometric draws are those of the photometry-only
+    simulation (the spectra's noise comes after them)."""
+    n_keep = n_galaxies
+    n_galaxies = max(n_galaxies, SUPERSET_SIZE)
+    return _simulate_all(n_galaxies, n_grid, snr, seed, spec_resolution, spec_snr)[:n_keep]
+
+
+def _simulate_all(n_galaxies: int, n_grid: int, snr: float, seed: int, spec_resolution: float | None,
+                  spec_snr: float) -> list[dict]:
     from tengri.physics.sfh_stochastic import xi_names
 
     rng = np.random.default_rng(seed)
