@@ -8,6 +8,8 @@ Format::
                                # { family = "continuity", n_bins = 7 }
                                # { family = "stochastic", n_grid = 64, psd = "drw", mean = "delayed" }
                                #   (psd: drw | extended_regulator)
+    sfh_quadrature = "bins"    # bins | hat: SSP light linear in formation age, smooth in the
+                               #   SFH parameters (constant, exponential, delayed, burst)
     dust = "calzetti"          # calzetti | cf00 | smc | kc13 | cardelli89 | salim18 | none
     nebular = true
     dust_emission = false      # false | true (= "dl07") | "mbb": IR re-emission, energy balance
@@ -93,7 +95,7 @@ from tengri.model.observation import FLUX_UNITS, Photometry
 __all__ = ["CatalogSpec", "load_config", "model_from_config"]
 
 _MODEL_KEYS = {"sfh", "dust", "nebular", "dust_emission", "igm", "cosmology", "agn", "radio", "xray", "shock",
-               "ssp_ages"}
+               "ssp_ages", "sfh_quadrature"}
 _SSP_AGES = ("raw", "bagpipes")
 _DATA_KEYS = {"flux_unit", "filters", "missing_below"}
 

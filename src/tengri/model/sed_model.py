@@ -78,6 +78,13 @@ class SEDModel:
         ``{"family": "continuity", "n_bins": 7}`` or ``{"family": "stochastic",
         "n_grid": 64, "psd": "drw" | "extended_regulator", "mean": "delayed"}``
         (see ``components.StarFormationHistory``).
+    sfh_quadrature : str
+        How a parametric SFH becomes SSP weights: ``"bins"`` (default; each SSP
+        gets the mass formed in its age bin, so the SED has kinks in the SFH
+        parameters where a sharp SFH crosses a bin edge) or ``"hat"`` (SSP light
+        linear in formation age, the SFH integrated exactly against it: smooth in
+        the parameters; ``constant``, ``exponential``, ``delayed``, ``burst`` only;
+        see ``tengri.physics.sfh_hat``).
     dust : str
         Attenuation curve, one of ``tengri.physics.attenuation.ATTENUATION_CURVES``
         (``calzetti`` — Calzetti et al. 2000 —, ``cardelli``, ``smc``,
@@ -135,6 +142,7 @@ class SEDModel:
         observation: Photometry | None = None,
         *,
         sfh: str = "delayed",
+        sfh_quadrature: str = "bins",
         dust: str = "calzetti",
         nebular: bool = True,
         dust_emission: bool | str = False,
@@ -176,6 +184,7 @@ class SEDModel:
         self.spectroscopy = self.spectroscopy if isinstance(self.spectroscopy, Spectroscopy) else None
         self.sfh = sfh
         self._sfh_options = sfh_options
+        self.sfh_quadrature = sfh_quadrature
         self.dust = dust
         self.nebular = bool(nebular)
         self.dust_emission = dust_emission  # None or a DUST_EMISSION_MODELS name
@@ -233,7 +242,8 @@ class SEDModel:
     # --- construction -----------------------------------------------------------------
     def _build_components(self):
         chain = [
-            comp.StarFormationHistory(self.sfh, self.ssp.age_bin_edges_yr, **self._sfh_options),
+            comp.StarFormationHistory(self.sfh, self.ssp.age_bin_edges_yr, quadrature=self.sfh_quadrature,
+                                      ssp_age_yr=self.ssp.age_yr, **self._sfh_options),
             comp.StellarPopulation(t_bc_yr=self.t_bc_yr),
         ]
         if self.nebular:
@@ -1025,6 +1035,8 @@ class SEDModel:
 
     def __repr__(self) -> str:
         parts = [f"sfh={self.sfh!r}", f"dust={self.dust!r}", f"nebular={self.nebular}", f"igm={self.igm!r}"]
+        if self.sfh_quadrature != "bins":
+            parts.insert(1, f"sfh_quadrature={self.sfh_quadrature!r}")
         return f"SEDModel({', '.join(parts)}, {self.parameters.n_free} free, {self.observation!r})"
 
     # --- the fast photometric path: per-galaxy band tables ---------------------------------
