@@ -184,3 +184,18 @@ def test_config_key_selects_the_quadrature_and_rejects_bad_values():
     config["model"]["sfh_quadrature"] = "simpson"
     with pytest.raises((ParameterError, ConfigError), match="sfh_quadrature"):
         model_from_config(config)
+
+
+def test_unit_decay_moments_match_scipy_on_both_sides_of_the_series_threshold():
+    from scipy import special
+
+    r = np.concatenate([[0.0, 1e-12, 1e-4], np.geomspace(1e-3, 2e3, 300), [0.25, np.nextafter(0.25, 0.0)]])
+    moments = sfh_hat._unit_decay_moments(2, jnp.asarray(r))
+    positive = r > 0
+    for n, k_n in enumerate(moments):
+        expected = np.full(r.shape, 1.0 / (n + 1))
+        rp = r[positive]
+        expected[positive] = special.gamma(n + 1) * special.gammainc(n + 1, rp) / rp ** (n + 1)
+        np.testing.assert_allclose(np.asarray(k_n), expected, rtol=1e-12)
+    mean = np.asarray(sfh_hat._truncated_exponential_mean(jnp.asarray(r)))
+    np.testing.assert_allclose(mean, np.asarray(moments[1]) / np.asarray(moments[0]), rtol=1e-12)
