@@ -91,3 +91,48 @@ def test_without_ages_beyond_checks_its_argument():
         grid.without_ages_beyond(float("nan"))
     with pytest.raises(ParameterError, match="oldest_yr"):
         grid.without_ages_beyond(0.0)
+
+
+def test_sparse_ages_keep_own_ssps_about_a_step_apart():
+    from tengri.data.ssp import load_ssp_grid
+    from tengri.errors import ParameterError
+
+    grid = load_ssp_grid()
+    sparse = grid.sparse_ages(0.05)
+    kept = np.flatnonzero(np.isin(grid.age_yr, sparse.age_yr))
+    assert kept.size == sparse.age_yr.size == 106
+    assert kept[0] == 0 and kept[-1] == grid.age_yr.size - 1
+    np.testing.assert_array_equal(sparse.lnu, grid.lnu[:, kept])  # the SSPs themselves, not averages
+    steps = np.diff(np.log10(sparse.age_yr[1:]))
+    assert np.median(steps) == pytest.approx(0.05, abs=0.01)
+    wide = np.flatnonzero(steps > 0.08)  # only where BC03 itself has no age in between (1e5 -> 10^5.15 yr)
+    assert np.all(np.diff(kept[1:])[wide] == 1)
+    assert grid.sparse_ages(0.1).age_yr.size < sparse.age_yr.size
+    assert grid.sparse_ages(1e-3) is grid
+    for bad in (0.0, -0.1, float("inf")):
+        with pytest.raises(ParameterError, match="log_age_step_dex"):
+            grid.sparse_ages(bad)
+
+
+def test_sparse_ages_with_hat_quadrature_stay_close_to_all_ages():
+    """0.05-dex SSPs with the hat quadrature: photometry within a few per cent of all 221 ages."""
+    from tengri.errors import ConfigError, ParameterError
+    from tengri.model.config import model_from_config
+
+    every = _model("age_of_universe", sfh_quadrature="hat")
+    sparse = _model("age_of_universe", sfh_quadrature="hat", ssp_age_step_dex=0.05)
+    assert sparse.ssp.age_yr.size < 0.6 * every.ssp.age_yr.size
+    assert sparse.compile_signature() != every.compile_signature()
+    draws = prior_draws(every, 1.0, 60, seed=5)
+    draws["redshift"] = np.full(60, 1.0)
+    dmag = np.abs(2.5 * np.log10(np.asarray(sparse.predict_photometry(draws))
+                                 / np.asarray(every.predict_photometry(draws))))
+    assert np.median(dmag) < 0.005 and dmag.max() < 0.12
+    with pytest.raises(ParameterError, match="sfh_quadrature='hat'"):
+        _model("age_of_universe", ssp_age_step_dex=0.05)
+    config = {"model": {"ssp_ages": "sparse", "sfh_quadrature": "hat", "nebular": False},
+              "data": {"filters": ["sdss_r0"]}, "params": {"redshift": {"fixed": 0.5}}}
+    model, _ = model_from_config(config)
+    assert model.ssp.age_yr.size < 120
+    with pytest.raises(ConfigError, match="sparse"):
+        model_from_config({**config, "model": {"ssp_ages": "sparse", "nebular": False}})

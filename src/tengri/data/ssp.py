@@ -569,6 +569,40 @@ class SSPGrid:
             age_edges_yr=_frozen(edges.copy()),
         )
 
+    def sparse_ages(self, log_age_step_dex: float = 0.05) -> "SSPGrid":
+        """The grid on a subset of its own ages, about ``log_age_step_dex`` apart in log age.
+
+        For each point of a ladder from the first positive age to the oldest,
+        ``log_age_step_dex`` apart, the nearest of this grid's ages is kept (with
+        the first and the last ages). The spectra are those of the kept SSPs, not
+        averages: the subset is meant for ``sfh_quadrature = "hat"``, which
+        interpolates the SSPs linearly in formation age between the kept ages and
+        integrates the SFH exactly against that. On BC03 a 0.05-dex ladder keeps 106
+        of the 221 ages and, with the hat quadrature, changes the photometry of
+        delayed-τ histories (τ ≥ 10 Myr, 12 bands from GALEX to IRAC) by a median
+        0.002 mag and at most 0.09 mag against all 221 ages (docs/configuration.md).
+
+        Parameters
+        ----------
+        log_age_step_dex : float
+            Spacing of the ladder [dex], > 0.
+
+        Returns
+        -------
+        SSPGrid
+            Default (linear-midpoint) age bins; ``self`` when every age is kept.
+        """
+        if not (np.isfinite(log_age_step_dex) and log_age_step_dex > 0):
+            raise ParameterError(f"log_age_step_dex must be finite and > 0, got {log_age_step_dex}")
+        positive = np.flatnonzero(self.age_yr > 0)
+        log_age = np.log10(self.age_yr[positive])
+        ladder = np.arange(log_age[0], log_age[-1] + 0.5 * log_age_step_dex, log_age_step_dex)
+        nearest = positive[np.argmin(np.abs(log_age[None, :] - ladder[:, None]), axis=1)]
+        keep = np.unique(np.concatenate([[0, self.age_yr.size - 1], nearest]))
+        if keep.size == self.age_yr.size:
+            return self
+        return self.subset(age_index=keep)
+
     def without_ages_beyond(self, oldest_yr: float) -> "SSPGrid":
         """The grid without the SSPs that no star older than ``oldest_yr`` can reach.
 

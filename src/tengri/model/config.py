@@ -16,6 +16,7 @@ Format::
     igm = "inoue14"            # inoue14 | none
     cosmology = { h0 = 70.0, om0 = 0.3 }   # or "planck18"
     ssp_ages = "raw"           # raw (BC03's 221 ages) | bagpipes (rebinned to 0.1 dex)
+                               #   | sparse (BC03's own ages ~0.05 dex apart; needs sfh_quadrature = "hat")
     agn = false                # or true, or a table of settings (below)
     radio = false
     xray = false
@@ -54,6 +55,8 @@ key        parameters, default prior                   settings (default)
 ``ssp_ages = "bagpipes"`` averages the BC03 spectra onto BAGPIPES' 0.1-dex ages
 (``SSPGrid.rebinned_ages`` with ``tengri.data.ssp.bagpipes_age_grid`` in the
 model's cosmology), to reproduce BAGPIPES; the raw ages are the more accurate.
+``ssp_ages = "sparse"`` keeps BC03's own SSPs about 0.05 dex apart in age
+(``SEDModel(ssp_age_step_dex=0.05)``), with ``sfh_quadrature = "hat"`` only.
 
     [data]
     flux_unit = "uJy"          # uJy | nJy | mJy | Jy | cgs | maggie | zp25
@@ -96,7 +99,8 @@ __all__ = ["CatalogSpec", "load_config", "model_from_config"]
 
 _MODEL_KEYS = {"sfh", "dust", "nebular", "dust_emission", "igm", "cosmology", "agn", "radio", "xray", "shock",
                "ssp_ages", "sfh_quadrature"}
-_SSP_AGES = ("raw", "bagpipes")
+_SSP_AGES = ("raw", "bagpipes", "sparse")
+SPARSE_AGE_STEP_DEX = 0.05  # ssp_ages = "sparse"
 _DATA_KEYS = {"flux_unit", "filters", "missing_below"}
 
 
@@ -211,6 +215,10 @@ def model_from_config(config, observation: Photometry | None = None):
         from tengri.data.ssp import bagpipes_age_grid, load_ssp_grid
 
         kwargs["ssp"] = load_ssp_grid().rebinned_ages(*bagpipes_age_grid(kwargs.get("cosmology", "planck18")))
+    elif ssp_ages == "sparse":
+        if kwargs.get("sfh_quadrature", "bins") != "hat":
+            raise ConfigError('[model] ssp_ages = "sparse" needs sfh_quadrature = "hat"')
+        kwargs["ssp_age_step_dex"] = SPARSE_AGE_STEP_DEX
     model = SEDModel(Parameters(priors), observation, per_galaxy=tuple(columns), **kwargs)
     spec = CatalogSpec(
         filters=tuple(filters) if filters else observation.filter_names,
