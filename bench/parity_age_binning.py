@@ -9,14 +9,16 @@ each, tengri predicts the photometry with
   (``SSPGrid.rebinned_ages(*bagpipes_age_grid())``), as BAGPIPES does;
 - ``fine``: a reference with 10 ages per raw age step (log-spaced, spectra and
   surviving fractions linear in log age between raw ages) and log-midpoint bins,
-  which approaches ∫ SFR(t) L(t) dt for spectra that vary smoothly in log age.
+  which approaches ∫ SFR(t) L(t) dt for spectra that vary smoothly in log age;
+- with ``--hat``, also ``raw_hat`` and ``bagpipes_hat``: the same two grids with
+  ``sfh_quadrature="hat"`` (SSP light linear in formation age between SSP ages).
 
 Printed per dust law: median, 90th percentile and maximum of |Δ| of each binning
 against BAGPIPES and against ``fine``, and the worst band and draw (written to
 ``bench/out/parity_age_binning.json``; the band fluxes [µJy], NaN blueward of
 1.1 × Lyα, to ``.npz`` beside it).
 
-    .venv/bin/python bench/parity_age_binning.py [--draws 20] [--dust calzetti,calzetti_nonebular,...]
+    .venv/bin/python bench/parity_age_binning.py [--draws 20] [--dust calzetti,calzetti_nonebular,...] [--hat]
 """
 
 from __future__ import annotations
@@ -107,6 +109,7 @@ def main(argv=None):
     parser.add_argument("--draws", type=int, default=20)
     parser.add_argument("--dust", default=",".join(CASES))
     parser.add_argument("--per-step", type=int, default=10, help="fine reference: ages per raw age step")
+    parser.add_argument("--hat", action="store_true", help="also the raw and bagpipes grids with sfh_quadrature='hat'")
     args = parser.parse_args(argv)
 
     import bagpipes
@@ -121,6 +124,9 @@ def main(argv=None):
     grids = {"raw": raw, "bagpipes": raw.rebinned_ages(*bagpipes_age_grid()),
              "fine": log_age_refined(coarse, args.per_step)}
     print(f"fine reference: {grids['fine'].age_yr.size} ages", flush=True)
+    variants = {name: (name, "bins") for name in grids}  # variant: (grid, sfh_quadrature)
+    if args.hat:
+        variants |= {"raw_hat": ("raw", "hat"), "bagpipes_hat": ("bagpipes", "hat")}
     results, arrays = {}, {}
     for case in args.dust.split(","):
         dust, bagpipes_dust, nebular, filter_names = CASES[case]
@@ -133,11 +139,11 @@ def main(argv=None):
             priors["dust_n"] = Uniform(0.3, 2.5)
         models = {name: SEDModel(Parameters(priors), Photometry(filter_names), sfh="delayed", dust=dust,
                                  nebular=nebular, dust_emission=True, cosmology={"h0": 70.0, "om0": 0.3},
-                                 ssp=grid)
-                  for name, grid in grids.items()}
+                                 ssp=grids[grid], sfh_quadrature=quadrature)
+                  for name, (grid, quadrature) in variants.items()}
         filters = load_filters(filter_names)
         eff = np.array([f.effective_wavelength_aa for f in filters])
-        fluxes = {name: [] for name in (*grids, "bagpipes_code")}
+        fluxes = {name: [] for name in (*variants, "bagpipes_code")}
         thetas = []
         with tempfile.TemporaryDirectory() as tmp:
             files = bagpipes_filter_files(filters, Path(tmp))
@@ -154,18 +160,19 @@ def main(argv=None):
                                                  np.nan))
         f = {k: np.array(v) for k, v in fluxes.items()}
         out = {}
-        for name in grids:
+        for name in variants:
             out[f"{name}_vs_bagpipes"] = summary(f[name] / f["bagpipes_code"] - 1, filter_names, thetas)
-        for name in ("raw", "bagpipes"):
+        coarse_variants = [name for name in variants if name != "fine"]
+        for name in coarse_variants:
             out[f"{name}_vs_fine"] = summary(f[name] / f["fine"] - 1, filter_names, thetas)
         out["bagpipes_code_vs_fine"] = summary(f["bagpipes_code"] / f["fine"] - 1, filter_names, thetas)
         short_old = [i for i, t in enumerate(thetas) if t["tau_gyr"] < 0.15 and t["age_gyr"] > 5 * t["tau_gyr"]]
         out["short_tau_old_draws"] = {
             str(i): {"theta": {k: round(float(thetas[i][k]), 4) for k in ("redshift", "age_gyr", "tau_gyr")},
                      **{f"{name}_vs_fine_max": float(np.nanmax(np.abs(f[name][i] / f["fine"][i] - 1)))
-                        for name in ("raw", "bagpipes", "bagpipes_code")},
+                        for name in (*coarse_variants, "bagpipes_code")},
                      **{f"{name}_vs_bagpipes_max": float(np.nanmax(np.abs(f[name][i] / f["bagpipes_code"][i] - 1)))
-                        for name in ("raw", "bagpipes")}}
+                        for name in coarse_variants}}
             for i in short_old}
         out["seconds"] = time.perf_counter() - start
         arrays[case] = f
@@ -174,7 +181,8 @@ def main(argv=None):
                          f"med {v['median']:.3%} p90 {v['p90']:.3%} max {v['max']:.3%} "
                          f"({v['worst_band']}, draw {v['worst_draw']} {v['worst_draw_theta']})")
                      for k, v in out.items()}, flush=True)
-    path = write_json("parity_age_binning", {"draws": args.draws, "fine_per_step": args.per_step, "cases": results})
+    path = write_json("parity_age_binning", {"draws": args.draws, "fine_per_step": args.per_step, "hat": args.hat,
+                                             "cases": results})
     np.savez(path.with_suffix(".npz"), **{f"{case}_{name}": v for case, f in arrays.items() for name, v in f.items()})
 
 

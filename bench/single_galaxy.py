@@ -7,11 +7,13 @@ compiled engine (the median warm wall time is the figure). ``--ssp-ages`` picks
 the SSP age sampling of tengri's model (``[model] ssp_ages``): ``bagpipes``
 (default here) is BAGPIPES' own 0.1-dex grid, i.e. the same physics as the
 BAGPIPES fit it is compared with; ``raw`` is tengri's default (BC03's 221
-ages); ``both`` runs each. ``--bagpipes`` fits the middle warm mock with
+ages); ``both`` runs each. ``--sfh-quadrature`` picks ``[model] sfh_quadrature``
+(``bins``, the default, or ``hat``); ``--name`` the JSON's name. ``--bagpipes`` fits the middle warm mock with
 bagpipes (its default sampler; nautilus here) in the same run and reports the
 wall-time ratio for each age sampling. Writes bench/out/single_galaxy.json.
 
     .venv/bin/python bench/single_galaxy.py [--bagpipes] [--ssp-ages bagpipes|raw|both] [--warm-mocks 5]
+        [--sfh-quadrature bins|hat] [--name single_galaxy]
 """
 
 from __future__ import annotations
@@ -29,8 +31,9 @@ from _common import bagpipes_components, bagpipes_filter_files, write_json  # no
 from forward_model import FILTERS, THETA  # noqa: E402
 
 
-def build_model(ssp_ages: str = "raw"):
-    """The mock's model; ``ssp_ages`` as ``[model] ssp_ages`` ("raw" | "bagpipes")."""
+def build_model(ssp_ages: str = "raw", sfh_quadrature: str = "bins"):
+    """The mock's model; ``ssp_ages`` as ``[model] ssp_ages`` ("raw" | "bagpipes"), ``sfh_quadrature``
+    as ``[model] sfh_quadrature`` ("bins" | "hat")."""
     from tengri import Fixed, LogUniform, Parameters, Photometry, SEDModel, Uniform
 
     extra = {}
@@ -44,7 +47,7 @@ def build_model(ssp_ages: str = "raw"):
                         age_gyr=Uniform(0.1, "age_of_universe"), tau_gyr=LogUniform(0.05, 10),
                         metallicity=LogUniform(0.1, 2.0), av=Uniform(0, 2), log_u=Fixed(-2.5))
     return SEDModel(params, Photometry(FILTERS), sfh="delayed", dust="calzetti", nebular=True,
-                    cosmology={"h0": 70.0, "om0": 0.3}, **extra)
+                    cosmology={"h0": 70.0, "om0": 0.3}, sfh_quadrature=sfh_quadrature, **extra)
 
 
 def mock(model, seed):
@@ -53,12 +56,12 @@ def mock(model, seed):
     return flux + noise * np.random.default_rng(seed).standard_normal(flux.shape), noise
 
 
-def tengri_fit(n_warmup: int, n_samples: int, ssp_ages: str, warm_mocks: int) -> dict:
+def tengri_fit(n_warmup: int, n_samples: int, ssp_ages: str, warm_mocks: int, sfh_quadrature: str = "bins") -> dict:
     """Cold fit of mock seed 0, then warm fits of seeds 1 … ``warm_mocks``; the warm
     figures are medians over those (each run's own figures under ``warm_runs``)."""
     from tengri import Fitter
 
-    model = build_model(ssp_ages)
+    model = build_model(ssp_ages, sfh_quadrature)
 
     def fit(seed: int) -> dict:
         flux, noise = mock(model, seed)
@@ -72,7 +75,7 @@ def tengri_fit(n_warmup: int, n_samples: int, ssp_ages: str, warm_mocks: int) ->
                 "leapfrog_steps_per_draw": float(post.diagnostics["n_integration_steps_mean"]),
                 "median_stellar_mass": float(np.median(post.samples["stellar_mass"]))}
 
-    out = {"ssp_ages": ssp_ages, "cold": fit(0)}
+    out = {"ssp_ages": ssp_ages, "sfh_quadrature": sfh_quadrature, "cold": fit(0)}
     runs = [fit(seed) for seed in range(1, warm_mocks + 1)]
     out["warm"] = {key: float(np.median([run[key] for run in runs]))
                    for key in ("wall_s", "min_ess", "min_ess_per_s", "divergences",
@@ -123,14 +126,17 @@ def main():
     parser.add_argument("--n-samples", type=int, default=1000)
     parser.add_argument("--ssp-ages", choices=("bagpipes", "raw", "both"), default="bagpipes")
     parser.add_argument("--warm-mocks", type=int, default=5)
+    parser.add_argument("--sfh-quadrature", choices=("bins", "hat"), default="bins")
+    parser.add_argument("--name", default="single_galaxy", help="JSON name under bench/out")
     args = parser.parse_args()
     if args.warm_mocks < 1:
         parser.error("--warm-mocks must be >= 1")
     grids = ("bagpipes", "raw") if args.ssp_ages == "both" else (args.ssp_ages,)
-    fits = {grid: tengri_fit(args.n_warmup, args.n_samples, grid, args.warm_mocks) for grid in grids}
+    fits = {grid: tengri_fit(args.n_warmup, args.n_samples, grid, args.warm_mocks, args.sfh_quadrature)
+            for grid in grids}
     result = {"tengri_nuts": fits[grids[0]],
               "settings": {"n_warmup": args.n_warmup, "n_samples": args.n_samples,
-                           "warm_mocks": args.warm_mocks}}
+                           "warm_mocks": args.warm_mocks, "sfh_quadrature": args.sfh_quadrature}}
     if len(grids) > 1:
         result["tengri_nuts_raw_ages"] = fits["raw"]
     if args.bagpipes:
@@ -139,7 +145,7 @@ def main():
             key = "ratio_bagpipes_over_tengri_warm" + ("" if grid == grids[0] else "_raw_ages")
             result[key] = result["bagpipes"]["wall_s"] / fits[grid]["warm"]["wall_s"]
         result["target"] = "ratio_bagpipes_over_tengri_warm >= 100"
-    write_json("single_galaxy", result)
+    write_json(args.name, result)
 
 
 if __name__ == "__main__":
