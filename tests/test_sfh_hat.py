@@ -199,3 +199,25 @@ def test_unit_decay_moments_match_scipy_on_both_sides_of_the_series_threshold():
         np.testing.assert_allclose(np.asarray(k_n), expected, rtol=1e-12)
     mean = np.asarray(sfh_hat._truncated_exponential_mean(jnp.asarray(r)))
     np.testing.assert_allclose(mean, np.asarray(moments[1]) / np.asarray(moments[0]), rtol=1e-12)
+
+
+@pytest.mark.slow
+def test_fitting_path_band_tables_equal_the_chain_with_hat():
+    """The likelihood's band tables take the SSP weights from the same SFH component."""
+    from tengri import Fixed, LogUniform, Parameters, Photometry, SEDModel, Uniform
+
+    params = Parameters(redshift=Fixed(1.0), stellar_mass=Uniform(8.0, 12.0), age_gyr=Uniform(0.1, "age_of_universe"),
+                        tau_gyr=LogUniform(0.01, 10.0), metallicity=LogUniform(0.1, 2.0), av=Uniform(0.0, 2.0),
+                        log_u=Fixed(-2.5))
+    model = SEDModel(params, Photometry(DEMO_FILTERS), sfh="exponential", nebular=True, sfh_quadrature="hat")
+    assert model.uses_band_tables
+    truth = {"redshift": 1.0, "stellar_mass": 10.0, "age_gyr": 2.0, "tau_gyr": 0.05, "metallicity": 0.5,
+             "dust_eta": 1.0, "log_u": -2.5, "av": 0.5}
+    flux = np.asarray(model.predict_photometry(truth))
+    problem = model.build_problem(flux * 1.05, flux * 0.05)
+    z = jax.random.normal(jax.random.key(2), (8, problem.init.size))
+    fast = jax.vmap(model._likelihoods["predicted"], (0, None))(z, problem.data_args)
+    chain = jax.vmap(model._chain_likelihoods["predicted"], (0, None))(z, problem.data_args)
+    np.testing.assert_allclose(np.asarray(fast), np.asarray(chain), rtol=1e-4)
+    grad = jax.vmap(jax.grad(model._likelihoods["log_likelihood"]), (0, None))(z, problem.data_args)
+    assert bool(jnp.all(jnp.isfinite(grad)))
