@@ -60,7 +60,7 @@ class StarFormationHistory:
     (:func:`tengri.physics.sfh.mass_formed_per_age_bin`); ``"hat"`` takes the SSP
     light linear in formation age between neighbouring ``ssp_age_yr`` and
     integrates the SFH exactly against it (:mod:`tengri.physics.sfh_hat`: constant,
-    exponential, delayed, burst), smooth (C1) in the SFH parameters. Only the mass
+    exponential, delayed, lognormal, burst), smooth (C1) in the SFH parameters. Only the mass
     per SSP changes: the birth-cloud shares and nebular age weights downstream stay
     per age bin, adequate because at the young ages where they matter the raw BC03
     SSP ages are only 0.02 dex apart.

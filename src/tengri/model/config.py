@@ -9,7 +9,7 @@ Format::
                                # { family = "stochastic", n_grid = 64, psd = "drw", mean = "delayed" }
                                #   (psd: drw | extended_regulator)
     sfh_quadrature = "bins"    # bins | hat: SSP light linear in formation age, smooth in the
-                               #   SFH parameters (constant, exponential, delayed, burst)
+                               #   SFH parameters (all parametric families but dpl)
     dust = "calzetti"          # calzetti | cf00 | smc | kc13 | cardelli89 | salim18 | none
     nebular = true
     dust_emission = false      # false | true (= "dl07") | "mbb": IR re-emission, energy balance

@@ -83,7 +83,7 @@ class SEDModel:
         gets the mass formed in its age bin, so the SED has kinks in the SFH
         parameters where a sharp SFH crosses a bin edge) or ``"hat"`` (SSP light
         linear in formation age, the SFH integrated exactly against it: smooth in
-        the parameters; ``constant``, ``exponential``, ``delayed``, ``burst`` only;
+        the parameters; every parametric family but ``dpl``;
         see ``tengri.physics.sfh_hat``).
     ssp_age_step_dex : float, optional
         Keep only the SSP ages about this far apart in log age [dex]

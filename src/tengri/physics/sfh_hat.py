@@ -25,12 +25,17 @@ The mean position needs the partial first moment of ψ, in closed form per famil
 for the gamma-function families (ψ ∝ s^{k−1} e^{−s/τ}, s the time since the start)
 it is a ratio of the integrals ``K_n(r) = ∫_0^1 v^n e^{−r v} dv`` (r = width/τ),
 which depend on the width of the interval, not on where it sits, and stay finite
-for r → 0 and r → ∞ (:func:`_unit_decay_moments`).
+for r → 0 and r → ∞ (:func:`_unit_decay_moments`). The lognormal is a Gaussian in
+u = ln(cosmic time): over an interval wider than half a σ in u the mean cosmic time
+is the closed form ``e^{T0 + τ²/2} [Φ(β − τ) − Φ(α − τ)] / [Φ(β) − Φ(α)]``; over a
+narrower one (all the young intervals, where that difference of nearly equal Φ
+would lose up to ten digits) a 6-node Gauss–Legendre rule in u, exact to rounding
+there (:func:`_lognormal_mean_position`).
 
-Families: ``constant``, ``exponential``, ``delayed`` and ``burst`` (its mass split
-linearly in age between the two SSP ages around it). ``lognormal`` and ``dpl`` are
-not supported yet (their partial moments are differences of nearly equal normal or
-beta integrals over the 1e5-yr young intervals; they need their own stable form).
+Families: ``constant``, ``exponential``, ``delayed``, ``lognormal`` and ``burst``
+(its mass split linearly in age between the two SSP ages around it). ``dpl`` is not
+supported: its F is itself a 48-node quadrature, and its partial moment would need
+another.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from typing import Callable, Mapping
 import jax.numpy as jnp
 import numpy as np
 from jax import Array
+from jax.scipy.special import log_ndtr
 from jax.typing import ArrayLike
 
 from tengri.errors import ParameterError
@@ -150,12 +156,69 @@ def _constant_mean_position(lo_gyr, hi_gyr, p, age_of_universe_gyr):
     return 0.5 * width / (hi_gyr - lo_gyr)
 
 
+# --- lognormal: a Gaussian in u = ln(cosmic time) -------------------------------------
+
+# Intervals narrower than this many σ in u take Gauss–Legendre (truncation below
+# (L/2τ)^{2n}/(2n)! ~ 1e-16 with 6 nodes); wider ones the closed form, whose
+# cancellation (cosmic time over interval width) is then at most a few hundred.
+_LOGNORMAL_NARROW_SIGMAS = 0.5
+_LOGNORMAL_NODES, _LOGNORMAL_WEIGHTS = np.polynomial.legendre.leggauss(6)
+# Standard deviations below the peak that stand in for the Big Bang (Φ(−40) ~ 1e-350).
+_LOGNORMAL_FAR_SIGMAS = 40.0
+
+
+def _log_normal_mass_between(lo, hi):
+    """log(Φ(hi) − Φ(lo)) for lo < hi, without cancellation in either tail."""
+    upper = lo > 0.0  # both in the upper tail: Φ(hi) − Φ(lo) = Φ(−lo) − Φ(−hi)
+    a = jnp.where(upper, -lo, hi)
+    b = jnp.where(upper, -hi, lo)
+    log_a, log_b = log_ndtr(a), log_ndtr(b)
+    return log_a + jnp.log(-jnp.expm1(log_b - log_a))
+
+
+def _lognormal_mean_position(lo_gyr, hi_gyr, p, age_of_universe_gyr):
+    # Lookback [lo, hi] is cosmic time [U − hi, U − lo]; x̄ = (T_young − E[T]) / (hi − lo),
+    # T_young = U − lo, the mean E[T] of the lognormal's mass inside, clipped at the Big Bang.
+    tau, t0 = sfh.lognormal_shape(p["tmax_gyr"], p["fwhm_gyr"])
+    t_young = age_of_universe_gyr - lo_gyr
+    t_old = age_of_universe_gyr - hi_gyr
+    exists = t_young > 0.0
+    u_young = jnp.log(jnp.where(exists, t_young, 1.0))
+    after_big_bang = t_old > 0.0
+    far = t0 - _LOGNORMAL_FAR_SIGMAS * tau
+    u_old = jnp.where(after_big_bang, jnp.log(jnp.where(after_big_bang, t_old, 1.0)), jnp.minimum(far, u_young - tau))
+    width_sigmas = (u_young - u_old) / tau
+    narrow = exists & (width_sigmas < _LOGNORMAL_NARROW_SIGMAS)
+    closed_form = exists & ~narrow
+
+    # narrow: Gauss–Legendre in u; the density relative to its value at the midpoint
+    half = 0.5 * jnp.where(narrow, u_young - u_old, tau)[..., None]
+    mid = jnp.where(narrow, 0.5 * (u_young + u_old), t0)[..., None]
+    u = mid + half * _LOGNORMAL_NODES
+    log_density = -(u - mid) * (u + mid - 2.0 * t0) / (2.0 * tau**2)
+    weight = _LOGNORMAL_WEIGHTS * jnp.exp(log_density)
+    young = mid + half
+    offset = -jnp.exp(young) * jnp.expm1(u - young)  # T_young − T, without cancellation
+    quadrature = jnp.sum(weight * offset, axis=-1) / jnp.sum(weight, axis=-1)
+
+    # wide: E[T] = e^{T0 + τ²/2} [Φ(β − τ) − Φ(α − τ)] / [Φ(β) − Φ(α)]
+    beta = jnp.where(closed_form, (u_young - t0) / tau, 1.0)
+    alpha = jnp.where(closed_form, (u_old - t0) / tau, 0.0)
+    log_mean_t = (t0 + 0.5 * tau**2 + _log_normal_mass_between(alpha - tau, beta - tau)
+                  - _log_normal_mass_between(alpha, beta))
+    closed = jnp.where(closed_form, t_young, 1.0) - jnp.exp(jnp.where(closed_form, log_mean_t, 0.0))
+
+    mean_offset = jnp.where(narrow, quadrature, jnp.where(closed_form, closed, 0.0))
+    return mean_offset / (hi_gyr - lo_gyr)
+
+
 # family → ``(lo_gyr (n,), hi_gyr (n,), params, age_of_universe_gyr) -> (n,)``: the
 # ψ-weighted mean position, in [0, 1] from lo, of the mass formed in each interval.
 _MEAN_POSITION: dict[str, Callable] = {
     "constant": _constant_mean_position,
     "exponential": _gamma_mean_position(1),
     "delayed": _gamma_mean_position(2),
+    "lognormal": _lognormal_mean_position,
 }
 
 HAT_FAMILIES = (*_MEAN_POSITION, "burst")
