@@ -38,9 +38,14 @@ GOODSS_BANDS = {
 _SECOND_COPY = {"f606w": "f606wcand", "f850lp": "f850lpcand"}
 
 # FAST's setup for these fits: τ-model SFH, Calzetti dust, Z = 0.02 fixed, no nebular.
+# The hat quadrature keeps the likelihood smooth in age_gyr: the exponential's SFR
+# jumps at its start, which with "bins" puts a kink at every SSP bin edge. On the
+# first 128 galaxies (n_starts 2) MAP needed 239 L-BFGS iterations on average with
+# "bins", 124 with "hat", in 8.9 s and 2.5 s, log M* vs FAST unchanged (+0.215 /
+# +0.216 dex, NMAD 0.119 / 0.113).
 FAST_LIKE_CONFIG = {
-    "model": {"sfh": "exponential", "dust": "calzetti", "nebular": False, "igm": "inoue14",
-              "cosmology": {"h0": 70.0, "om0": 0.3}},
+    "model": {"sfh": "exponential", "sfh_quadrature": "hat", "dust": "calzetti", "nebular": False,
+              "igm": "inoue14", "cosmology": {"h0": 70.0, "om0": 0.3}},
     "data": {"flux_unit": "zp25", "filters": list(GOODSS_BANDS.values()), "missing_below": -90.0},
     "params": {
         "redshift": {"column": "redshift"},
