@@ -34,7 +34,7 @@ on this machine's CPUs unless JAX finds a GPU), the median and 68 % interval of
 median, and the posterior widths (which should narrow as N grows). Writes
 bench/out/population.json.
 
-    .venv/bin/python bench/population.py [--sizes 10 20 40] [--methods evi mcmc] [--snr 20]
+    .venv/bin/python bench/population.py [--sizes 10 20 40] [--methods evi mcmc nuts raytrace] [--snr 20]
         [--spectra [--spec-resolution 100] [--spec-snr 15]]
 """
 
@@ -166,7 +166,9 @@ def run_one(galaxies, n_grid: int, method: str, options: dict, spec_resolution: 
               "convergence_per_galaxy": diag.get("per_galaxy", {})}
     for key in ("acceptance_rate", "step_size", "divergences", "n_integration_steps_mean", "final_neg_elbo",
                 "neg_elbo_change_last_10pct", "final_neg_bound", "neg_bound_change_last_10pct", "shared_ess",
-                "grid_mode_sigma", "grid_mode_tau_myr", "n_cells_drawn", "init", "init_sigma", "init_tau_myr"):
+                "grid_mode_sigma", "grid_mode_tau_myr", "n_cells_drawn", "init", "init_sigma", "init_tau_myr",
+                "galaxy_acceptance_mean", "galaxy_acceptance_min", "galaxy_step_size_median", "n_shared_steps",
+                "n_leapfrog", "conditional"):
         if key in post.diagnostics:
             result[key] = post.diagnostics[key]
     print(post.summary_str(), f"[{result['total_s']:.1f} s total]", flush=True)
@@ -187,15 +189,20 @@ def main(argv=None) -> None:
                         help="evi's objective (PopulationFitter.run); laplace: a (σ, τ) grid")
     parser.add_argument("--evi-iterations", type=int, default=1500, help="Adam steps of the iw / elbo objectives")
     parser.add_argument("--evi-grid", type=int, nargs=2, default=[24, 24], help="laplace grid: n_sigma n_tau")
-    parser.add_argument("--mcmc-samples", type=int, default=500)
-    parser.add_argument("--mcmc-warmup", type=int, default=300)
+    parser.add_argument("--mcmc-samples", type=int, default=2000, help="mcmc (Gibbs): kept sweeps per chain")
+    parser.add_argument("--mcmc-warmup", type=int, default=500, help="mcmc (Gibbs): adapting sweeps per chain")
+    parser.add_argument("--mcmc-shared-steps", type=int, default=30, help="mcmc (Gibbs): φ moves per sweep")
+    parser.add_argument("--raytrace-samples", type=int, default=500)
+    parser.add_argument("--raytrace-warmup", type=int, default=300)
     parser.add_argument("--nuts-samples", type=int, default=500)
     parser.add_argument("--nuts-warmup", type=int, default=500)
     parser.add_argument("--nuts-chains", type=int, default=2)
     parser.add_argument("--nuts-max-doublings", type=int, default=8)
     parser.add_argument("--mcmc-init", default="map", choices=["map", "evi"],
-                        help="where mcmc / nuts chains start: per-galaxy MAPs at the prior centre, or the Laplace grid")
-    parser.add_argument("--init-grid", type=int, nargs=2, default=[12, 12], help="--mcmc-init evi: n_sigma n_tau")
+                        help="where raytrace / nuts chains start: per-galaxy MAPs at the prior centre, or the Laplace "
+                             "grid (mcmc always starts from Laplace-grid draws)")
+    parser.add_argument("--init-grid", type=int, nargs=2, default=[12, 12],
+                        help="Laplace grid (n_sigma n_tau) of mcmc's starts and table, and of --mcmc-init evi")
     parser.add_argument("--name", default="population")
     args = parser.parse_args(argv)
 
@@ -208,13 +215,16 @@ def main(argv=None) -> None:
     else:
         evi = {"objective": args.evi_objective, "n_iterations": args.evi_iterations}
     options = {"evi": evi,
-               "mcmc": {"n_iterations": args.mcmc_samples, "n_warmup": args.mcmc_warmup, "n_chains": 2},
+               "mcmc": {"n_iterations": args.mcmc_samples, "n_warmup": args.mcmc_warmup, "n_chains": 4,
+                        "n_shared_steps": args.mcmc_shared_steps,
+                        "init_evi_options": {"n_sigma": args.init_grid[0], "n_tau": args.init_grid[1]}},
+               "raytrace": {"n_iterations": args.raytrace_samples, "n_warmup": args.raytrace_warmup, "n_chains": 2},
                "nuts": {"n_iterations": args.nuts_samples, "n_warmup": args.nuts_warmup,
                         "n_chains": args.nuts_chains, "use_dense": True,
                         "max_num_doublings": args.nuts_max_doublings},
                "vi": {"n_iterations": 8}}
     if args.mcmc_init == "evi":
-        for method in ("mcmc", "nuts"):
+        for method in ("raytrace", "nuts"):
             options[method].update(init="evi", init_evi_options={"n_sigma": args.init_grid[0],
                                                                   "n_tau": args.init_grid[1]})
     runs = []

@@ -166,6 +166,16 @@ def test_run_rejects_unknown_methods_and_options(population):
         population.run("evi", n_iterations=100)  # the Laplace grid has no Adam steps
     with pytest.raises(ParameterError, match="n_chains"):
         population.run("mcmc", n_chains=1)
+    with pytest.raises(ParameterError, match="n_chains"):
+        population.run("raytrace", n_chains=1)
+    with pytest.raises(ParameterError, match="n_shared_steps"):
+        population.run("mcmc", n_shared_steps=0)
+    with pytest.raises(ParameterError, match="conditional"):
+        population.run("mcmc", conditional="exact")
+    with pytest.raises(ValueError, match="step_size"):
+        population.run("mcmc", step_size=0.1)
+    with pytest.raises(ParameterError, match="init"):
+        population.run("mcmc", init="map")  # 'mcmc' always starts from the Laplace grid
     with pytest.raises(ValueError, match="rank_of"):
         population.run("evi", rank_of=3)
     with pytest.raises(ParameterError, match="objective"):
@@ -239,8 +249,24 @@ def test_evi_start_is_each_galaxys_mode_at_the_grid_median_hyperparameters(popul
     assert np.max(np.abs(grad[2:])) < 1e-4 * max(1.0, np.max(np.abs(point[2:])))
 
 
-def test_evi_init_is_rejected_outside_mcmc_and_nuts(population):
+def test_evi_init_is_rejected_outside_the_samplers(population):
     with pytest.raises(ParameterError, match="init"):
         population.run("evi", init="evi")
     with pytest.raises(ParameterError, match="init"):
         population.run("nuts", init="grid")
+
+
+def test_mcmc_is_the_gibbs_sampler_started_from_distinct_laplace_grid_draws(population):
+    post = population.run("mcmc", n_iterations=20, n_warmup=10, n_shared_steps=2, n_leapfrog=3, map_starts=1,
+                          map_steps=30, init_evi_options={"n_sigma": 3, "n_tau": 2, "gauss_newton_steps": 5,
+                                                          "n_posterior_samples": 50})
+    diag = post.diagnostics
+    assert post.method == "Hierarchical MCMC (Metropolis-within-Gibbs)" and post.n_chains == 4
+    sigma = post.shared_samples["sfh_field_psd_sigma"]
+    assert sigma.shape == (80,) and np.all((sigma > SIGMA_PRIOR[0]) & (sigma < SIGMA_PRIOR[1]))
+    assert np.unique(diag["start_sigma"]).size == 4  # four different grid draws
+    assert 0.0 < diag["acceptance_rate"] <= 1.0 and 0.0 < diag["galaxy_acceptance_mean"] <= 1.0
+    assert population.laplace_table["precision"].shape == (3, 2, 4, len(population.galaxy_names),
+                                                           len(population.galaxy_names))
+    assert len(post.individual_samples) == 4 and np.all(np.isfinite(post.individual_samples[0]["stellar_mass"]))
+    assert set(post.diagnostics()["shared"]) == set(SHARED_NAMES)

@@ -49,16 +49,20 @@ from tengri.posterior.population import SHARED_NAMES, PopulationPosterior
 
 __all__ = ["PopulationFitter", "PopulationPosterior", "SHARED_NAMES", "POPULATION_METHODS"]
 
-POPULATION_METHODS = ("evi", "vi", "mcmc", "nuts")
+POPULATION_METHODS = ("evi", "vi", "mcmc", "nuts", "raytrace")
 _DATA_KEYS = ("flux_obs", "noise", "mask", "spec_obs", "spec_noise", "wave_spec")
 _SPEC_KEYS = ("spec_obs", "spec_noise", "wave_spec")
 _METHOD_LABELS = {"evi": "Hierarchical EVI (JIT)", "vi": "Hierarchical geoVI (vi_native)",
-                  "mcmc": "Hierarchical MCMC (Ray Tracing)", "nuts": "Hierarchical MCMC (NUTS)"}
+                  "mcmc": "Hierarchical MCMC (Metropolis-within-Gibbs)", "nuts": "Hierarchical MCMC (NUTS)",
+                  "raytrace": "Hierarchical MCMC (Ray Tracing)"}
 _EVI_OPTIONS = {"objective": "laplace", "n_sigma": 24, "n_tau": 24, "family": "arrow", "n_samples": None,
                 "n_importance": 16, "rank": 4, "learning_rate": 0.01, "init_scale": 0.1, "n_posterior_samples": 1000,
                 "n_eval_importance": 64, "proposal_scale": 2.0, "warmup_fraction": 0.5, "gauss_newton_steps": 25}
 _EVI_FAMILIES = ("arrow", "lowrank")
 _EVI_OBJECTIVES = ("laplace", "iw", "elbo")
+# "mcmc" (population_gibbs): sweeps = n_iterations (kept, default 2000) + n_warmup per chain
+_GIBBS_OPTIONS = {"n_chains": 4, "n_warmup": 500, "n_leapfrog": 8, "n_shared_steps": 30, "conditional": "grid",
+                  "gauss_newton_steps": 15}
 # φ draws per Adam step: each costs K galaxy evaluations under "iw", one under "elbo"
 _EVI_DEFAULT_N_SAMPLES = {"iw": 4, "elbo": 16, "laplace": 1}
 
@@ -379,8 +383,8 @@ def _history_diagnostics(history: np.ndarray, name: str) -> dict:
             f"{name}_change_last_10pct": float(np.mean(head) - np.mean(tail)), f"{name}_history": history}
 
 
-_REGISTERED = {"vi": "vi_native", "mcmc": "mcmc_raytrace", "nuts": "mcmc_nuts"}
-INIT_POINTS = ("map", "evi")  # where 'mcmc' / 'nuts' chains start (PopulationFitter.run)
+_REGISTERED = {"vi": "vi_native", "raytrace": "mcmc_raytrace", "nuts": "mcmc_nuts"}
+INIT_POINTS = ("map", "evi")  # where 'raytrace' / 'nuts' chains start (PopulationFitter.run)
 
 
 def _evi_options(options: dict) -> dict:
@@ -409,6 +413,25 @@ def _evi_options(options: dict) -> dict:
         if not float(opts[name]) > 0:
             raise ParameterError(f"{name} must be > 0, got {opts[name]!r}")
     return opts
+
+
+def _gibbs_options(options: dict) -> dict:
+    """Options of "mcmc" with defaults, checked (ValueError for unknown ones)."""
+    unknown = sorted(set(options) - set(_GIBBS_OPTIONS))
+    if unknown:
+        raise ValueError(f"method 'mcmc' does not take {unknown}; accepted options: {sorted(_GIBBS_OPTIONS)}")
+    opts = {**_GIBBS_OPTIONS, **options}
+    from tengri.inference.population_gibbs import CONDITIONALS
+
+    if opts["conditional"] not in CONDITIONALS:
+        raise ParameterError(f"conditional must be one of {CONDITIONALS}, got {opts['conditional']!r}")
+    minimum = {"n_chains": 2, "n_warmup": 0, "n_leapfrog": 1, "gauss_newton_steps": 1, "n_shared_steps": 1}
+    for name, lowest in minimum.items():
+        value = opts[name]
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lowest:
+            why = " (split-R̂ needs several chains)" if name == "n_chains" else ""
+            raise ParameterError(f"{name} must be an integer ≥ {lowest}{why}, got {value!r}")
+    return {k: v if k == "conditional" else int(v) for k, v in opts.items()}
 
 
 def _registered_options(method: str, n_iterations: int | None, options: dict) -> dict:
@@ -514,6 +537,8 @@ class PopulationFitter:
             residuals=self._functions["residuals"], n_data=sum(f.problem.n_data for f in self.fitters))
         self.map_point: np.ndarray | None = None
         self.evi_point: np.ndarray | None = None
+        self.evi_draws: np.ndarray | None = None  # (n, n_dim) the Laplace grid's draws behind evi_point
+        self.laplace_table: dict | None = None  # initialize_evi(keep_table=True)
         self.evi_diagnostics: dict = {}
 
     # --- layout -------------------------------------------------------------------------
@@ -555,14 +580,18 @@ class PopulationFitter:
         self.map_point = np.concatenate([np.zeros(2)] + points)
         return self.map_point
 
-    def initialize_evi(self, key=None, map_starts: int = 4, map_steps: int = 500, **evi_options) -> np.ndarray:
+    def initialize_evi(self, key=None, map_starts: int = 4, map_steps: int = 500, keep_table: bool = False,
+                       **evi_options) -> np.ndarray:
         """Start of the MCMC chains from the Laplace grid (``run("evi")``'s default), flat (n_dim,).
 
         φ is at the grid posterior's medians of σ [dex] and τ [Myr]; each galaxy's
         latent at its Laplace mode given those values (Gauss–Newton from its MAP at
         the prior centre). Why: at φ = 0 the per-galaxy MAPs sit where the shared
         block's posterior mass is not, and the chains spent their warm-up walking
-        there (docs/population_results.md). Stored in ``self.evi_point``.
+        there (docs/population_results.md). Stored in ``self.evi_point``; the grid's draws
+        (n, n_dim) in ``self.evi_draws``; with ``keep_table``, every node's Laplace modes
+        and precisions in ``self.laplace_table`` (dict: ``sigma`` (n_σ,) [dex], ``tau_myr``
+        (n_τ,), ``mode`` (n_σ, n_τ, N, d), ``precision`` (n_σ, n_τ, N, d, d)).
         """
         key = jax.random.PRNGKey(0) if key is None else key
         init_key, grid_key = jax.random.split(key)
@@ -570,7 +599,8 @@ class PopulationFitter:
             self.initialize(init_key, map_starts, map_steps)
         opts = _evi_options({**evi_options, "objective": "laplace"})
         problem = dataclasses.replace(self.problem, init=jax.device_put(self.map_point))
-        draws, _, diagnostics = self._run_evi_laplace(problem, grid_key, int(opts["gauss_newton_steps"]), opts)
+        draws, _, diagnostics = self._run_evi_laplace(problem, grid_key, int(opts["gauss_newton_steps"]), opts,
+                                                      keep_table)
         hyper = np.asarray(self.problem.data_args["shared_hyper"])
         phi = np.median(draws[0, :, :2], axis=0)
         sigma, tau = (float(latent_to_physical_1d("uniform", phi[j], hyper[j])) for j in range(2))
@@ -578,6 +608,7 @@ class PopulationFitter:
         z0 = self.map_point[2:].reshape(self.n_galaxies, len(self.galaxy_names))
         _, modes, _ = engine(jnp.asarray(z0), problem.data_args["galaxies"], sigma, tau)
         self.evi_point = np.concatenate([phi, np.asarray(modes).ravel()])
+        self.evi_draws = draws[0]
         self.evi_diagnostics = {"init_sigma": sigma, "init_tau_myr": tau,
                                 "init_grid_mode_sigma": diagnostics["grid_mode_sigma"],
                                 "init_grid_mode_tau_myr": diagnostics["grid_mode_tau_myr"]}
@@ -650,13 +681,36 @@ class PopulationFitter:
             - ``"vi"``: geometric VI of the flat vector with
               :mod:`tengri.inference.methods.vi_native` (options of ``vi_native``);
               ``n_iterations``: ``n_kl_iter``.
-            - ``"mcmc"``: Ray Tracing (:mod:`~tengri.inference.methods.raytrace`,
-              options of ``mcmc_raytrace``; at least 2 chains, default 2);
-              ``n_iterations``: kept draws per chain.
-            - ``"nuts"``: NUTS (options of ``mcmc_nuts``, at least 2 chains).
-            All start from the per-galaxy MAP (:meth:`initialize`), unless
-            ``init="evi"``.
-        init : {"map", "evi"}, keyword, "mcmc" / "nuts" only
+            - ``"mcmc"``: Metropolis-within-Gibbs
+              (:mod:`tengri.inference.population_gibbs`). Each sweep takes one HMC
+              step of every galaxy's latent given (σ, τ) (all galaxies at once,
+              whitened by each galaxy's Laplace approximation, per-galaxy step
+              sizes adapted in warm-up), then ``n_shared_steps`` random-walk
+              Metropolis moves of φ that carry every galaxy along with its
+              conditional Laplace Gaussian (exact: the Jacobian enters the
+              acceptance). Chains start from distinct draws of the Laplace grid
+              (:meth:`initialize_evi`, grid options in ``init_evi_options``,
+              default 12 × 12), which also sets the φ proposal's initial
+              covariance and, with ``conditional="grid"`` (default), the Laplace
+              modes and precisions interpolated to each proposed φ (no likelihood
+              evaluation; ``"gauss_newton"``: ``gauss_newton_steps`` (15) fresh
+              Gauss–Newton steps per proposal, slower). Options ``n_chains`` (4),
+              ``n_warmup`` (500 adapting sweeps), ``n_leapfrog`` (8),
+              ``n_shared_steps`` (30), ``conditional``, ``gauss_newton_steps``;
+              ``n_iterations``: kept sweeps per chain (2000). Needs what the
+              Laplace grid needs (equal data shapes, Gaussian noise). Measured on
+              the bench galaxies: docs/population_results.md.
+            - ``"nuts"``: NUTS over the flat vector (options of ``mcmc_nuts``, at
+              least 2 chains).
+            - ``"raytrace"``: Ray Tracing over the flat vector
+              (:mod:`~tengri.inference.methods.raytrace`, options of
+              ``mcmc_raytrace``; at least 2 chains, default 2); ``n_iterations``:
+              kept draws per chain. Was ``"mcmc"`` before the Gibbs sampler;
+              neither it nor ``"nuts"`` converged on the bench galaxies
+              (docs/population_results.md).
+            "vi", "nuts" and "raytrace" start from the per-galaxy MAP
+            (:meth:`initialize`), unless ``init="evi"``.
+        init : {"map", "evi"}, keyword, "nuts" / "raytrace" only
             ``"map"`` (default): chains start at φ = 0 (the prior centre of σ, τ)
             and each galaxy's MAP there. ``"evi"``: at the Laplace grid's median σ,
             τ and each galaxy's Laplace mode given them (:meth:`initialize_evi`;
@@ -677,15 +731,26 @@ class PopulationFitter:
             raise ParameterError(f"method {method!r} unknown; valid: {', '.join(POPULATION_METHODS)}")
         if n_iterations is not None and (not isinstance(n_iterations, (int, np.integer)) or n_iterations < 1):
             raise ParameterError(f"n_iterations must be a positive integer, got {n_iterations!r}")
-        init = kwargs.pop("init", "map")
+        init = kwargs.pop("init", "evi" if method == "mcmc" else "map")
         init_evi_options = dict(kwargs.pop("init_evi_options", {}))
         if init not in INIT_POINTS:
             raise ParameterError(f"init must be one of {INIT_POINTS}, got {init!r}")
-        if init == "evi" and method not in ("mcmc", "nuts"):
-            raise ParameterError(f"init='evi' starts the chains of 'mcmc' / 'nuts', not method {method!r}")
-        options = _evi_options(kwargs) if method == "evi" else _registered_options(method, n_iterations, kwargs)
+        if method == "mcmc" and init != "evi":
+            raise ParameterError("init: 'mcmc' always starts from Laplace-grid draws (init='evi'); "
+                                 "init='map' applies to 'nuts' / 'raytrace'")
+        if init == "evi" and method not in ("mcmc", "nuts", "raytrace"):
+            raise ParameterError(f"init='evi' starts the chains of 'nuts' / 'raytrace', not method {method!r}")
         key = jax.random.PRNGKey(42) if key is None else key
         init_key, run_key = jax.random.split(key)
+        if method == "mcmc":
+            start = time.perf_counter()
+            options = _gibbs_options(kwargs)
+            draws, n_chains, diagnostics = self._run_gibbs(init_key, run_key, n_iterations, options, map_starts,
+                                                           map_steps, init_evi_options)
+            posterior = self._posterior(draws, n_chains, _METHOD_LABELS[method], diagnostics, keep_individual)
+            posterior.wall_time_s = time.perf_counter() - start
+            return posterior
+        options = _evi_options(kwargs) if method == "evi" else _registered_options(method, n_iterations, kwargs)
         start = time.perf_counter()
         init_diagnostics = {}
         if init == "evi":
@@ -709,6 +774,61 @@ class PopulationFitter:
         posterior.wall_time_s = time.perf_counter() - start
         return posterior
 
+    def _run_gibbs(self, init_key, key, n_iterations, opts: dict, map_starts: int, map_steps: int,
+                   grid_options: dict):
+        """Chains of :mod:`tengri.inference.population_gibbs` from distinct Laplace-grid draws:
+        (draws (C, n, n_dim), C, diagnostics)."""
+        from tengri.inference.population_gibbs import build_gibbs_engine, population_model_functions
+
+        gp = self.fitters[0].problem
+        if not self.vmapped or gp.residuals is None:
+            raise ConfigError("method 'mcmc' needs galaxies whose data have equal shapes and a model with whitened "
+                              "residuals (Gaussian noise); use 'nuts' or 'raytrace'")
+        n_chains, d = opts["n_chains"], len(self.galaxy_names)
+        grid_key, pick_key = jax.random.split(init_key)
+        table = opts["conditional"] == "grid"
+        self.initialize_evi(grid_key, map_starts, map_steps, keep_table=table,
+                            **{"n_sigma": 12, "n_tau": 12, **grid_options})
+        grid = self.evi_draws
+        if grid.shape[0] < n_chains:
+            raise ParameterError(f"n_chains ({n_chains}) exceeds the Laplace grid's draws ({grid.shape[0]}): "
+                                 "raise init_evi_options['n_posterior_samples']")
+        rng = np.random.default_rng(np.asarray(jax.random.key_data(pick_key)).ravel()[-1].item())
+        starts = grid[rng.choice(grid.shape[0], n_chains, replace=False)]
+        # a 2-D random walk's optimal scale is 2.38 / √2 times the target's (Roberts & Rosenthal 2001)
+        shared_chol0 = 2.38 / np.sqrt(2.0) * np.linalg.cholesky(np.cov(grid[:, :2].T) + 1e-9 * np.eye(2))
+        log_likelihoods, conditional = population_model_functions(gp.log_likelihood, gp.residuals,
+                                                                  self._fixed_index, self._axes,
+                                                                  opts["conditional"], opts["gauss_newton_steps"])
+        n_samples = 2000 if n_iterations is None else int(n_iterations)
+        engine = build_gibbs_engine(log_likelihoods, conditional, opts["n_leapfrog"], opts["n_warmup"], n_samples,
+                                    opts["n_shared_steps"])
+        data = {"galaxies": self.problem.data_args["galaxies"], "shared_hyper": self.problem.data_args["shared_hyper"]}
+        if table:
+            t = self.laplace_table
+            data["table"] = {"sigma": jnp.asarray(t["sigma"]), "log_tau": jnp.asarray(np.log(t["tau_myr"])),
+                             "mode": jnp.asarray(t["mode"]), "chol": jnp.linalg.cholesky(jnp.asarray(t["precision"]))}
+        else:
+            data["reference"] = jnp.asarray(self.evi_point[2:].reshape(self.n_galaxies, d))
+        out = engine(key, jnp.asarray(starts[:, :2]), jnp.asarray(starts[:, 2:].reshape(n_chains, self.n_galaxies, d)),
+                     data, jnp.full(self.n_galaxies, np.log(0.5)), jnp.asarray(shared_chol0))
+        shared, latents = np.asarray(out["shared"]), np.asarray(out["latents"])
+        draws = np.concatenate([shared, latents.reshape(n_chains, n_samples, -1)], axis=2)
+        hyper = np.asarray(self.problem.data_args["shared_hyper"])
+        galaxy_acceptance = np.asarray(out["galaxy_acceptance"])
+        diagnostics = {**opts, "n_samples": n_samples, "init": "evi",
+                       "acceptance_rate": float(np.mean(out["shared_acceptance"])),
+                       "shared_acceptance": np.asarray(out["shared_acceptance"]),
+                       "galaxy_acceptance_mean": float(np.mean(galaxy_acceptance)),
+                       "galaxy_acceptance_min": float(np.min(galaxy_acceptance)),
+                       "galaxy_step_size_median": float(np.median(np.exp(np.asarray(out["log_step"])))),
+                       "shared_proposal_chol": np.asarray(out["shared_chol"]),
+                       "shared_proposal_chol_start": shared_chol0,
+                       "start_sigma": np.asarray(latent_to_physical_1d("uniform", starts[:, 0], hyper[0])),
+                       "start_tau_myr": np.asarray(latent_to_physical_1d("uniform", starts[:, 1], hyper[1])),
+                       **self.evi_diagnostics}
+        return draws, n_chains, diagnostics
+
     def _run_evi(self, problem: Problem, key, n_iterations, opts: dict):
         if opts["objective"] == "laplace":
             if n_iterations is not None:
@@ -726,7 +846,7 @@ class PopulationFitter:
                        "family": str(opts["family"]), "rank": int(opts["rank"]), "n_samples": int(opts["n_samples"])}
         return np.asarray(out["draws"])[None], 1, diagnostics
 
-    def _run_evi_laplace(self, problem: Problem, key, n_steps: int, opts: dict):
+    def _run_evi_laplace(self, problem: Problem, key, n_steps: int, opts: dict, keep_table: bool = False):
         from tengri.inference.population_grid import build_laplace_engine, grid_draws, grid_nodes, laplace_grid
 
         gp = self.fitters[0].problem
@@ -742,7 +862,10 @@ class PopulationFitter:
         sigma_nodes, sigma_edges = grid_nodes(self.psd_sigma_prior, int(opts["n_sigma"]), log_spaced=False)
         tau_nodes, tau_edges = grid_nodes(self.psd_tau_prior, int(opts["n_tau"]), log_spaced=True)
         z0 = np.asarray(problem.init)[2:].reshape(self.n_galaxies, d)
-        log_evidence, modes = laplace_grid(engine, args, z0, sigma_nodes, tau_nodes)
+        log_evidence, modes, *precisions = laplace_grid(engine, args, z0, sigma_nodes, tau_nodes, keep_table)
+        if keep_table:
+            self.laplace_table = {"sigma": sigma_nodes, "tau_myr": tau_nodes, "mode": modes,
+                                  "precision": precisions[0]}
         # uniform priors: a cell's mass is its evidence times its width in σ and in τ
         log_post = (log_evidence.sum(0) + np.log(np.diff(sigma_edges))[:, None]
                     + np.log(np.diff(tau_edges))[None, :])

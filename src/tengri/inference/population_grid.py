@@ -78,22 +78,26 @@ def build_laplace_engine(galaxy_ll: Callable, galaxy_res: Callable, fixed_index:
 
 
 def laplace_grid(engine: Callable, galaxies_args, z0: np.ndarray, sigma_nodes: np.ndarray,
-                 tau_nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                 tau_nodes: np.ndarray, with_precision: bool = False) -> tuple[np.ndarray, ...]:
     """Per-galaxy Laplace log-evidences (N, n_σ, n_τ) and modes (n_σ, n_τ, N, d) on the grid,
-    warm-started along τ within each σ row (module docstring)."""
+    warm-started along τ within each σ row (module docstring); with ``with_precision``
+    also the precisions (n_σ, n_τ, N, d, d)."""
     n_galaxies, d = z0.shape
     log_evidence = np.zeros((n_galaxies, sigma_nodes.size, tau_nodes.size))
     modes = np.zeros((sigma_nodes.size, tau_nodes.size, n_galaxies, d))
+    precisions = np.zeros(modes.shape + (d,)) if with_precision else None
     z_row = jnp.asarray(z0)
     for j, sigma in enumerate(sigma_nodes):
         z = z_row
         for k, tau in enumerate(tau_nodes):
-            values, z, _ = engine(z, galaxies_args, sigma, tau)
+            values, z, precision = engine(z, galaxies_args, sigma, tau)
             log_evidence[:, j, k] = np.asarray(values)
             modes[j, k] = np.asarray(z)
+            if with_precision:
+                precisions[j, k] = np.asarray(precision)
             if k == 0:
                 z_row = z
-    return log_evidence, modes
+    return (log_evidence, modes, precisions) if with_precision else (log_evidence, modes)
 
 
 def grid_draws(rng: np.random.Generator, log_post: np.ndarray, sigma_edges: np.ndarray, tau_edges: np.ndarray,
