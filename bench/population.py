@@ -178,7 +178,7 @@ def run_one(galaxies, n_grid: int, method: str, options: dict, spec_resolution: 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10, 20, 40])
-    parser.add_argument("--methods", nargs="+", default=["evi", "mcmc"])
+    parser.add_argument("--methods", nargs="+", default=["evi", "gibbs"])
     parser.add_argument("--n-grid", type=int, default=16)
     parser.add_argument("--snr", type=float, default=20.0)
     parser.add_argument("--seed", type=int, default=1)
@@ -189,9 +189,9 @@ def main(argv=None) -> None:
                         help="evi's objective (PopulationFitter.run); laplace: a (σ, τ) grid")
     parser.add_argument("--evi-iterations", type=int, default=1500, help="Adam steps of the iw / elbo objectives")
     parser.add_argument("--evi-grid", type=int, nargs=2, default=[24, 24], help="laplace grid: n_sigma n_tau")
-    parser.add_argument("--mcmc-samples", type=int, default=2000, help="mcmc (Gibbs): kept sweeps per chain")
-    parser.add_argument("--mcmc-warmup", type=int, default=500, help="mcmc (Gibbs): adapting sweeps per chain")
-    parser.add_argument("--mcmc-shared-steps", type=int, default=30, help="mcmc (Gibbs): φ moves per sweep")
+    parser.add_argument("--mcmc-samples", type=int, default=2000, help="gibbs: kept sweeps per chain")
+    parser.add_argument("--mcmc-warmup", type=int, default=500, help="gibbs: adapting sweeps per chain")
+    parser.add_argument("--mcmc-shared-steps", type=int, default=30, help="gibbs: φ moves per sweep")
     parser.add_argument("--raytrace-samples", type=int, default=500)
     parser.add_argument("--raytrace-warmup", type=int, default=300)
     parser.add_argument("--nuts-samples", type=int, default=500)
@@ -200,9 +200,9 @@ def main(argv=None) -> None:
     parser.add_argument("--nuts-max-doublings", type=int, default=8)
     parser.add_argument("--mcmc-init", default="map", choices=["map", "evi"],
                         help="where raytrace / nuts chains start: per-galaxy MAPs at the prior centre, or the Laplace "
-                             "grid (mcmc always starts from Laplace-grid draws)")
+                             "grid (gibbs always starts from Laplace-grid draws)")
     parser.add_argument("--init-grid", type=int, nargs=2, default=[12, 12],
-                        help="Laplace grid (n_sigma n_tau) of mcmc's starts and table, and of --mcmc-init evi")
+                        help="Laplace grid (n_sigma n_tau) of gibbs' starts and table, and of --mcmc-init evi")
     parser.add_argument("--name", default="population")
     args = parser.parse_args(argv)
 
@@ -215,16 +215,17 @@ def main(argv=None) -> None:
     else:
         evi = {"objective": args.evi_objective, "n_iterations": args.evi_iterations}
     options = {"evi": evi,
-               "mcmc": {"n_iterations": args.mcmc_samples, "n_warmup": args.mcmc_warmup, "n_chains": 4,
+               "gibbs": {"n_iterations": args.mcmc_samples, "n_warmup": args.mcmc_warmup, "n_chains": 4,
                         "n_shared_steps": args.mcmc_shared_steps,
                         "init_evi_options": {"n_sigma": args.init_grid[0], "n_tau": args.init_grid[1]}},
+               "mcmc": {"n_iterations": args.raytrace_samples, "n_warmup": args.raytrace_warmup, "n_chains": 2},
                "raytrace": {"n_iterations": args.raytrace_samples, "n_warmup": args.raytrace_warmup, "n_chains": 2},
                "nuts": {"n_iterations": args.nuts_samples, "n_warmup": args.nuts_warmup,
                         "n_chains": args.nuts_chains, "use_dense": True,
                         "max_num_doublings": args.nuts_max_doublings},
                "vi": {"n_iterations": 8}}
     if args.mcmc_init == "evi":
-        for method in ("raytrace", "nuts"):
+        for method in ("mcmc", "raytrace", "nuts"):
             options[method].update(init="evi", init_evi_options={"n_sigma": args.init_grid[0],
                                                                   "n_tau": args.init_grid[1]})
     runs = []

@@ -165,17 +165,19 @@ def test_run_rejects_unknown_methods_and_options(population):
     with pytest.raises(ParameterError, match="gauss_newton_steps"):
         population.run("evi", n_iterations=100)  # the Laplace grid has no Adam steps
     with pytest.raises(ParameterError, match="n_chains"):
+        population.run("gibbs", n_chains=1)
+    with pytest.raises(ParameterError, match="n_chains"):
         population.run("mcmc", n_chains=1)
     with pytest.raises(ParameterError, match="n_chains"):
         population.run("raytrace", n_chains=1)
     with pytest.raises(ParameterError, match="n_shared_steps"):
-        population.run("mcmc", n_shared_steps=0)
+        population.run("gibbs", n_shared_steps=0)
     with pytest.raises(ParameterError, match="conditional"):
-        population.run("mcmc", conditional="exact")
+        population.run("gibbs", conditional="exact")
     with pytest.raises(ValueError, match="step_size"):
-        population.run("mcmc", step_size=0.1)
+        population.run("gibbs", step_size=0.1)
     with pytest.raises(ParameterError, match="init"):
-        population.run("mcmc", init="map")  # 'mcmc' always starts from the Laplace grid
+        population.run("gibbs", init="map")  # 'gibbs' always starts from the Laplace grid
     with pytest.raises(ValueError, match="rank_of"):
         population.run("evi", rank_of=3)
     with pytest.raises(ParameterError, match="objective"):
@@ -256,8 +258,8 @@ def test_evi_init_is_rejected_outside_the_samplers(population):
         population.run("nuts", init="grid")
 
 
-def test_mcmc_is_the_gibbs_sampler_started_from_distinct_laplace_grid_draws(population):
-    post = population.run("mcmc", n_iterations=20, n_warmup=10, n_shared_steps=2, n_leapfrog=3, map_starts=1,
+def test_gibbs_sampler_starts_from_distinct_laplace_grid_draws(population):
+    post = population.run("gibbs", n_iterations=20, n_warmup=10, n_shared_steps=2, n_leapfrog=3, map_starts=1,
                           map_steps=30, init_evi_options={"n_sigma": 3, "n_tau": 2, "gauss_newton_steps": 5,
                                                           "n_posterior_samples": 50})
     diag = post.diagnostics

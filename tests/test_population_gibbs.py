@@ -1,4 +1,4 @@
-"""The Metropolis-within-Gibbs population sampler (run("mcmc")) on a linear-Gaussian population.
+"""The Metropolis-within-Gibbs population sampler (run("gibbs")) on a linear-Gaussian population.
 
 Galaxy i has y_i = s z_i + μ + n_i (D values) with z_i, n_i ~ N(0, I), s = exp(φ_0 / 2),
 μ = φ_1 / 2, and φ ~ N(0, I): p(y_i | φ) = N(y_i; μ, (1 + s²) I), so the posterior of φ

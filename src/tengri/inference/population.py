@@ -49,18 +49,18 @@ from tengri.posterior.population import SHARED_NAMES, PopulationPosterior
 
 __all__ = ["PopulationFitter", "PopulationPosterior", "SHARED_NAMES", "POPULATION_METHODS"]
 
-POPULATION_METHODS = ("evi", "vi", "mcmc", "nuts", "raytrace")
+POPULATION_METHODS = ("evi", "vi", "mcmc", "raytrace", "nuts", "gibbs")
 _DATA_KEYS = ("flux_obs", "noise", "mask", "spec_obs", "spec_noise", "wave_spec")
 _SPEC_KEYS = ("spec_obs", "spec_noise", "wave_spec")
 _METHOD_LABELS = {"evi": "Hierarchical EVI (JIT)", "vi": "Hierarchical geoVI (vi_native)",
-                  "mcmc": "Hierarchical MCMC (Metropolis-within-Gibbs)", "nuts": "Hierarchical MCMC (NUTS)",
-                  "raytrace": "Hierarchical MCMC (Ray Tracing)"}
+                  "mcmc": "Hierarchical MCMC (Ray Tracing)", "raytrace": "Hierarchical MCMC (Ray Tracing)",
+                  "nuts": "Hierarchical MCMC (NUTS)", "gibbs": "Hierarchical MCMC (Metropolis-within-Gibbs)"}
 _EVI_OPTIONS = {"objective": "laplace", "n_sigma": 24, "n_tau": 24, "family": "arrow", "n_samples": None,
                 "n_importance": 16, "rank": 4, "learning_rate": 0.01, "init_scale": 0.1, "n_posterior_samples": 1000,
                 "n_eval_importance": 64, "proposal_scale": 2.0, "warmup_fraction": 0.5, "gauss_newton_steps": 25}
 _EVI_FAMILIES = ("arrow", "lowrank")
 _EVI_OBJECTIVES = ("laplace", "iw", "elbo")
-# "mcmc" (population_gibbs): sweeps = n_iterations (kept, default 2000) + n_warmup per chain
+# "gibbs" (population_gibbs): sweeps = n_iterations (kept, default 2000) + n_warmup per chain
 _GIBBS_OPTIONS = {"n_chains": 4, "n_warmup": 500, "n_leapfrog": 8, "n_shared_steps": 30, "conditional": "grid",
                   "gauss_newton_steps": 15}
 # φ draws per Adam step: each costs K galaxy evaluations under "iw", one under "elbo"
@@ -383,8 +383,8 @@ def _history_diagnostics(history: np.ndarray, name: str) -> dict:
             f"{name}_change_last_10pct": float(np.mean(head) - np.mean(tail)), f"{name}_history": history}
 
 
-_REGISTERED = {"vi": "vi_native", "raytrace": "mcmc_raytrace", "nuts": "mcmc_nuts"}
-INIT_POINTS = ("map", "evi")  # where 'raytrace' / 'nuts' chains start (PopulationFitter.run)
+_REGISTERED = {"vi": "vi_native", "mcmc": "mcmc_raytrace", "raytrace": "mcmc_raytrace", "nuts": "mcmc_nuts"}
+INIT_POINTS = ("map", "evi")  # where 'mcmc' / 'nuts' chains start (PopulationFitter.run)
 
 
 def _evi_options(options: dict) -> dict:
@@ -416,10 +416,10 @@ def _evi_options(options: dict) -> dict:
 
 
 def _gibbs_options(options: dict) -> dict:
-    """Options of "mcmc" with defaults, checked (ValueError for unknown ones)."""
+    """Options of "gibbs" with defaults, checked (ValueError for unknown ones)."""
     unknown = sorted(set(options) - set(_GIBBS_OPTIONS))
     if unknown:
-        raise ValueError(f"method 'mcmc' does not take {unknown}; accepted options: {sorted(_GIBBS_OPTIONS)}")
+        raise ValueError(f"method 'gibbs' does not take {unknown}; accepted options: {sorted(_GIBBS_OPTIONS)}")
     opts = {**_GIBBS_OPTIONS, **options}
     from tengri.inference.population_gibbs import CONDITIONALS
 
@@ -622,7 +622,7 @@ class PopulationFitter:
 
         Parameters
         ----------
-        method : {"evi", "vi", "mcmc", "nuts"}
+        method : {"evi", "vi", "mcmc", "raytrace", "nuts", "gibbs"}
             - ``"evi"``: the shared (σ, τ) posterior from the galaxies' evidences.
               Default ``objective="laplace"``
               (:mod:`tengri.inference.population_grid`): on an ``n_sigma`` × ``n_tau``
@@ -681,7 +681,7 @@ class PopulationFitter:
             - ``"vi"``: geometric VI of the flat vector with
               :mod:`tengri.inference.methods.vi_native` (options of ``vi_native``);
               ``n_iterations``: ``n_kl_iter``.
-            - ``"mcmc"``: Metropolis-within-Gibbs
+            - ``"gibbs"``: Metropolis-within-Gibbs
               (:mod:`tengri.inference.population_gibbs`). Each sweep takes one HMC
               step of every galaxy's latent given (σ, τ) (all galaxies at once,
               whitened by each galaxy's Laplace approximation, per-galaxy step
@@ -702,15 +702,15 @@ class PopulationFitter:
               the bench galaxies: docs/population_results.md.
             - ``"nuts"``: NUTS over the flat vector (options of ``mcmc_nuts``, at
               least 2 chains).
-            - ``"raytrace"``: Ray Tracing over the flat vector
+            - ``"mcmc"`` (alias ``"raytrace"``): Ray Tracing over the flat vector
               (:mod:`~tengri.inference.methods.raytrace`, options of
               ``mcmc_raytrace``; at least 2 chains, default 2); ``n_iterations``:
-              kept draws per chain. Was ``"mcmc"`` before the Gibbs sampler;
-              neither it nor ``"nuts"`` converged on the bench galaxies
+              kept draws per chain. Neither it nor ``"nuts"`` converged on the
+              bench galaxies; ``"gibbs"`` did at N = 10 and 20
               (docs/population_results.md).
-            "vi", "nuts" and "raytrace" start from the per-galaxy MAP
+            "vi", "mcmc" and "nuts" start from the per-galaxy MAP
             (:meth:`initialize`), unless ``init="evi"``.
-        init : {"map", "evi"}, keyword, "nuts" / "raytrace" only
+        init : {"map", "evi"}, keyword, "mcmc" / "nuts" only
             ``"map"`` (default): chains start at φ = 0 (the prior centre of σ, τ)
             and each galaxy's MAP there. ``"evi"``: at the Laplace grid's median σ,
             τ and each galaxy's Laplace mode given them (:meth:`initialize_evi`;
@@ -731,18 +731,18 @@ class PopulationFitter:
             raise ParameterError(f"method {method!r} unknown; valid: {', '.join(POPULATION_METHODS)}")
         if n_iterations is not None and (not isinstance(n_iterations, (int, np.integer)) or n_iterations < 1):
             raise ParameterError(f"n_iterations must be a positive integer, got {n_iterations!r}")
-        init = kwargs.pop("init", "evi" if method == "mcmc" else "map")
+        init = kwargs.pop("init", "evi" if method == "gibbs" else "map")
         init_evi_options = dict(kwargs.pop("init_evi_options", {}))
         if init not in INIT_POINTS:
             raise ParameterError(f"init must be one of {INIT_POINTS}, got {init!r}")
-        if method == "mcmc" and init != "evi":
-            raise ParameterError("init: 'mcmc' always starts from Laplace-grid draws (init='evi'); "
-                                 "init='map' applies to 'nuts' / 'raytrace'")
-        if init == "evi" and method not in ("mcmc", "nuts", "raytrace"):
-            raise ParameterError(f"init='evi' starts the chains of 'nuts' / 'raytrace', not method {method!r}")
+        if method == "gibbs" and init != "evi":
+            raise ParameterError("init: 'gibbs' always starts from Laplace-grid draws (init='evi'); "
+                                 "init='map' applies to 'mcmc' / 'nuts'")
+        if init == "evi" and method not in ("gibbs", "mcmc", "raytrace", "nuts"):
+            raise ParameterError(f"init='evi' starts the chains of 'mcmc' / 'nuts', not method {method!r}")
         key = jax.random.PRNGKey(42) if key is None else key
         init_key, run_key = jax.random.split(key)
-        if method == "mcmc":
+        if method == "gibbs":
             start = time.perf_counter()
             options = _gibbs_options(kwargs)
             draws, n_chains, diagnostics = self._run_gibbs(init_key, run_key, n_iterations, options, map_starts,
@@ -782,8 +782,8 @@ class PopulationFitter:
 
         gp = self.fitters[0].problem
         if not self.vmapped or gp.residuals is None:
-            raise ConfigError("method 'mcmc' needs galaxies whose data have equal shapes and a model with whitened "
-                              "residuals (Gaussian noise); use 'nuts' or 'raytrace'")
+            raise ConfigError("method 'gibbs' needs galaxies whose data have equal shapes and a model with whitened "
+                              "residuals (Gaussian noise); use 'mcmc' or 'nuts'")
         n_chains, d = opts["n_chains"], len(self.galaxy_names)
         grid_key, pick_key = jax.random.split(init_key)
         table = opts["conditional"] == "grid"

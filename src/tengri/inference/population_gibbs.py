@@ -1,4 +1,4 @@
-"""Metropolis-within-Gibbs sampler of a hierarchical population (``PopulationFitter.run("mcmc")``).
+"""Metropolis-within-Gibbs sampler of a hierarchical population (``PopulationFitter.run("gibbs")``).
 
 Target, in the latent space of :mod:`tengri.inference.population` (standard-normal
 priors on the shared latents φ (S,) and on every galaxy's latent z_i (d,))::
