@@ -109,6 +109,8 @@ def main() -> None:
     parser.add_argument("--nuts-batched", action="store_true",
                         help="NUTS through CatalogFitter(strategy='batched'): n_pad galaxies per vmapped call "
                              "(the accelerator path; per-galaxy Fitters otherwise)")
+    parser.add_argument("--nuts-threads", type=int, default=1,
+                        help="galaxies fitted side by side by the sequential NUTS (CatalogFitter n_threads)")
     parser.add_argument("--check-fitter", type=int, default=0)
     parser.add_argument("--dask", action="store_true")
     parser.add_argument("--real-dir", type=Path, default=REAL, help="folder with the GOODS-S files")
@@ -191,7 +193,7 @@ def main() -> None:
             _, nuts = timed_fit(model, sub, "nuts", args.n_pad, {**nuts_options, "strategy": "batched"},
                                 args.n_pad)
         else:
-            _, nuts = timed_fit(model, sub, "nuts", None, nuts_options, 1)
+            _, nuts = timed_fit(model, sub, "nuts", None, {**nuts_options, "n_threads": args.nuts_threads}, 1)
         if len(sub) < 616:
             nuts["extrapolated_wall_s_616"] = nuts["wall_s_after_compile"] / len(sub) * 616
         out["nuts"] = nuts

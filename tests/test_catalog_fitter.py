@@ -277,3 +277,24 @@ def test_batched_hmc_pools_each_galaxys_chains_and_agrees_with_the_fitter(small_
             assert abs(np.median(result.posteriors[i].samples[name])
                        - np.median(expected.samples[name])) < 2 * sd, (i, name)
     assert steps[0] != steps[1]
+
+
+def test_sequential_fits_in_threads_equal_one_at_a_time(small_model):
+    """n_threads only runs galaxies side by side: every galaxy's result is the same, in order."""
+    gals = mock_galaxies(small_model, 5, seed=7)
+    gals[2] = {**gals[2], "flux_obs": np.full_like(gals[2]["flux_obs"], np.nan)}  # fails: reported, not dropped
+    one = CatalogFitter(small_model, gals, method="laplace", strategy="sequential", n_starts=1, n_samples=50).run()
+    calls = []
+    two = CatalogFitter(small_model, gals, method="laplace", strategy="sequential", n_starts=1, n_samples=50,
+                        n_threads=2).run(progress=calls.append)
+    assert sum(calls) == len(gals)
+    assert [row["id"] for row in two.summary] == [g["id"] for g in gals]
+    assert two.summary[2]["error"] and two.posteriors[2] is None
+    for a, b in zip(one.posteriors, two.posteriors):
+        if a is None:
+            assert b is None
+            continue
+        for name in small_model.parameters.free_names:
+            np.testing.assert_array_equal(a.samples[name], b.samples[name])
+    with pytest.raises(ParameterError, match="n_threads"):
+        CatalogFitter(small_model, gals, method="map", n_threads=0)

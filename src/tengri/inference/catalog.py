@@ -249,6 +249,13 @@ class CatalogFitter:
         Galaxies per dask task (default ``n_pad`` or 64).
     strategy : {"auto", "batched", "sequential"}
         See the module docstring.
+    n_threads : int
+        Galaxies fitted at once by strategy ``"sequential"`` (default 1), each in
+        its own thread: XLA releases the GIL while it runs, so on a machine with
+        several cores this many fits proceed in parallel (the first galaxy is
+        fitted alone, so the engines compile once). Results do not depend on it:
+        galaxy ``i`` always uses its own key. Ignored by ``"batched"``, which
+        already keeps the cores busy (its next batch is prepared in a thread).
     batch_mode : {"auto", "vmap", "scan"}
         How strategy "batched" runs a batch in its one jitted call: ``jax.vmap``, or
         ``lax.map`` (one galaxy after the other inside the call). ``"auto"``:
@@ -271,8 +278,9 @@ class CatalogFitter:
 
     def __init__(self, model, galaxies: Sequence[Any], method: str = "vi", key=None,
                  n_pad: int | None = None, client=None, chunk_size: int | None = None,
-                 strategy: str = "auto", batch_mode: str = "auto", **kwargs: Any):
+                 strategy: str = "auto", batch_mode: str = "auto", n_threads: int = 1, **kwargs: Any):
         self.model = model
+        self.n_threads = _positive("n_threads", n_threads)
         self.batch_mode = resolve_batch_mode(batch_mode)
         self.method = registry.canonical_method(method)
         fixed_names = set(model.parameters.fixed_values)
@@ -318,7 +326,7 @@ class CatalogFitter:
         else:
             posteriors, rows = fit_records(self.model, self.records, self.method, self.options,
                                            self.key, self.n_pad, self.strategy, progress,
-                                           self.batch_mode, self.fitter_options)
+                                           self.batch_mode, self.fitter_options, self.n_threads)
         return CatalogResult(posteriors, rows, self.strategy, time.perf_counter() - start)
 
     def _run_dask(self, progress):
@@ -368,13 +376,13 @@ def _fit_chunk_remote(model, records, method, options, key, n_pad, strategy, bat
 # ------------------------------------------------------------------ the strategies
 def fit_records(model, records: Sequence[GalaxyRecord], method: str, options: dict, key,
                 n_pad: int | None, strategy: str, progress=None,
-                batch_mode: str = "auto", fitter_options: Mapping[str, Any] | None = None
-                ) -> tuple[list, list]:
+                batch_mode: str = "auto", fitter_options: Mapping[str, Any] | None = None,
+                n_threads: int = 1) -> tuple[list, list]:
     """Fit ``records`` in this process; ``(posteriors, summary rows)`` in their order.
 
     ``strategy`` is ``"batched"`` or ``"sequential"`` (as chosen by CatalogFitter);
-    ``batch_mode`` as in :class:`CatalogFitter`; ``fitter_options`` are the
-    spectroscopic Fitter arguments of galaxies with a spectrum.
+    ``batch_mode`` and ``n_threads`` as in :class:`CatalogFitter`; ``fitter_options``
+    are the spectroscopic Fitter arguments of galaxies with a spectrum.
     """
     batch_mode = resolve_batch_mode(batch_mode)
     from tengri.catalog_summary import error_row
@@ -386,14 +394,43 @@ def fit_records(model, records: Sequence[GalaxyRecord], method: str, options: di
     # only; the posteriors keep the model but drop their fitter.
     step = (n_pad or len(records) or 1) if strategy == "batched" else 1
     batches = [list(range(first, min(first + step, len(records)))) for first in range(0, len(records), step)]
-    with _Prefetch(model, records, batches if strategy == "batched" else []) as prefetch:
-        for number, idx in enumerate(batches):
-            _fit_one_batch(model, records, idx, method, options, key, step, strategy, batch_mode,
-                           fitter_options, prefetch.contexts(number), posteriors, errors, rows)
-            if progress is not None:
-                progress(len(idx))
+    if strategy == "sequential" and n_threads > 1 and len(batches) > 1:
+        _fit_in_threads(model, records, batches, method, options, key, batch_mode, fitter_options,
+                        n_threads, progress, posteriors, errors, rows)
+    else:
+        with _Prefetch(model, records, batches if strategy == "batched" else []) as prefetch:
+            for number, idx in enumerate(batches):
+                _fit_one_batch(model, records, idx, method, options, key, step, strategy, batch_mode,
+                               fitter_options, prefetch.contexts(number), posteriors, errors, rows)
+                if progress is not None:
+                    progress(len(idx))
     return posteriors, [rows[i] if i in rows else error_row(rec.id, method, errors[i])
                         for i, rec in enumerate(records)]
+
+
+def _fit_in_threads(model, records, batches, method, options, key, batch_mode, fitter_options, n_threads,
+                    progress, posteriors, errors, rows) -> None:
+    """The one-galaxy ``batches`` of the sequential strategy, ``n_threads`` at a time.
+
+    The first runs alone: it compiles (or loads) the engines and fills the model's
+    caches, which the others then only read. Each fit writes its own entries of
+    ``posteriors``, ``errors`` and ``rows``.
+    """
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
+    def fit(idx):
+        _fit_one_batch(model, records, idx, method, options, key, 1, "sequential", batch_mode,
+                       fitter_options, None, posteriors, errors, rows)
+        return len(idx)
+
+    done = fit(batches[0])
+    if progress is not None:
+        progress(done)
+    with ThreadPoolExecutor(max_workers=n_threads, thread_name_prefix="tengri-fit") as pool:
+        for future in as_completed([pool.submit(fit, idx) for idx in batches[1:]]):
+            done = future.result()
+            if progress is not None:
+                progress(done)
 
 
 class _Prefetch:
