@@ -169,7 +169,8 @@ def test_a_start_cycling_over_a_kink_of_real_photometry_stops_early():
     from tengri.examples.goodss import FAST_LIKE_CONFIG, goodss_catalog
     from tengri.model.config import model_from_config
 
-    binned = {**FAST_LIKE_CONFIG, "model": {**FAST_LIKE_CONFIG["model"], "sfh_quadrature": "bins"}}  # the kinks
+    # "bins" on all ages: the kinks this test is about
+    binned = {**FAST_LIKE_CONFIG, "model": {**FAST_LIKE_CONFIG["model"], "sfh_quadrature": "bins", "ssp_ages": "raw"}}
     model, spec = model_from_config(binned)
     galaxy = galaxies_from_table(goodss_catalog(require_real_data())[52:53], spec)[0]
     fitter = Fitter(model, galaxy.flux_obs, galaxy.noise, data_mask=galaxy.mask, fixed=galaxy.fixed)

@@ -387,12 +387,17 @@ _REGISTERED = {"vi": "vi_native", "mcmc": "mcmc_raytrace", "raytrace": "mcmc_ray
 INIT_POINTS = ("map", "evi")  # where 'mcmc' / 'nuts' chains start (PopulationFitter.run)
 
 
+def _with_defaults(method: str, options: dict, defaults: dict) -> dict:
+    """``defaults`` updated by ``options``; ValueError naming any option ``method`` does not take."""
+    unknown = sorted(set(options) - set(defaults))
+    if unknown:
+        raise ValueError(f"method {method!r} does not take {unknown}; accepted options: {sorted(defaults)}")
+    return {**defaults, **options}
+
+
 def _evi_options(options: dict) -> dict:
     """EVI options with defaults, checked (ValueError for unknown ones)."""
-    unknown = sorted(set(options) - set(_EVI_OPTIONS))
-    if unknown:
-        raise ValueError(f"method 'evi' does not take {unknown}; accepted options: {sorted(_EVI_OPTIONS)}")
-    opts = {**_EVI_OPTIONS, **options}
+    opts = _with_defaults("evi", options, _EVI_OPTIONS)
     if opts["objective"] not in _EVI_OBJECTIVES:
         raise ParameterError(f"objective must be one of {_EVI_OBJECTIVES}, got {opts['objective']!r}")
     if opts["family"] not in _EVI_FAMILIES:
@@ -417,10 +422,7 @@ def _evi_options(options: dict) -> dict:
 
 def _gibbs_options(options: dict) -> dict:
     """Options of "gibbs" with defaults, checked (ValueError for unknown ones)."""
-    unknown = sorted(set(options) - set(_GIBBS_OPTIONS))
-    if unknown:
-        raise ValueError(f"method 'gibbs' does not take {unknown}; accepted options: {sorted(_GIBBS_OPTIONS)}")
-    opts = {**_GIBBS_OPTIONS, **options}
+    opts = _with_defaults("gibbs", options, _GIBBS_OPTIONS)
     from tengri.inference.population_gibbs import CONDITIONALS
 
     if opts["conditional"] not in CONDITIONALS:
