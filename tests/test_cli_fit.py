@@ -130,6 +130,26 @@ def test_bad_chunk_size_and_dask_spec_fail_before_writing(mock_catalog, tmp_path
     assert not out.exists()
 
 
+def test_threads_fit_per_galaxy_methods_side_by_side_with_the_same_summary(mock_catalog, tmp_path):
+    catalog, _ = mock_catalog
+    args = ["--method", "laplace", "--option", "n_starts=1", "--option", "n_samples=40", "--no-posteriors"]
+    base = ["fit", str(catalog), "--config", str(demo_config_path()), "--quiet", *args]
+    from tengri.fit_catalog import fit_catalog
+
+    options = {"n_starts": 1, "n_samples": 40}
+    one = fit_catalog(catalog, demo_config_path(), "laplace", tmp_path / "one", options=options,
+                      save_posteriors=False, progress=False, strategy="sequential")
+    two = fit_catalog(catalog, demo_config_path(), "laplace", tmp_path / "two", options=options,
+                      save_posteriors=False, progress=False, strategy="sequential", n_threads=2)
+    drop = ("wall_time_s",)
+    assert [{k: v for k, v in r.items() if k not in drop} for r in one] == \
+        [{k: v for k, v in r.items() if k not in drop} for r in two]
+    assert main([*base, "--out", str(tmp_path / "cli"), "--threads", "2"]) == 0
+    assert [r["id"] for r in _rows(tmp_path / "cli" / "summary.csv")] == ["mock000", "mock001", "mock002"]
+    assert main([*base, "--out", str(tmp_path / "bad"), "--threads", "0"]) == 2
+    assert not (tmp_path / "bad").exists()
+
+
 KILL_SCRIPT = """
 import sys
 from tengri.cli import main

@@ -2,7 +2,7 @@
 
     tengri fit CATALOG --config MODEL.toml --method METHOD --out DIR [--option k=v ...] [--plots]
                [--chunk-size N] [--no-resume] [--dask local[:N] | tcp://host:port]
-               [--format csv|fits|hdf5] [--n-pad N]
+               [--format csv|fits|hdf5] [--n-pad N] [--threads N]
     tengri sbc --config MODEL.toml --method METHOD --n N --out DIR [--snr 20] [--seed S]
                [--tolerance 0.05] [--redshift Z] [--option k=v ...] [--no-resume]
     tengri demo [--out DIR]
@@ -55,6 +55,9 @@ def _build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--n-pad", type=int, default=None,
                      help="batch size of vmapped fits (map/laplace); batches are padded to it")
     fit.add_argument("--seed", type=int, default=42, help="PRNG seed of the run (default 42)")
+    fit.add_argument("--threads", type=int, default=1,
+                     help="galaxies fitted side by side by per-galaxy methods such as nuts (default 1; "
+                          "e.g. the number of cores); the results do not depend on it")
 
     sbc = sub.add_parser("sbc", help="simulation-based calibration of a method on a model")
     sbc.add_argument("--config", required=True, help="model configuration (TOML)")
@@ -97,7 +100,7 @@ def main(argv=None) -> int:
                                options=dict(args.option), save_posteriors=not args.no_posteriors,
                                progress=not args.quiet, plots=args.plots, key=args.seed,
                                chunk_size=args.chunk_size, resume=args.resume, fmt=args.format,
-                               dask=args.dask, n_pad=args.n_pad)
+                               dask=args.dask, n_pad=args.n_pad, n_threads=args.threads)
             n_err = sum(1 for r in rows if r.get("error"))
             print(f"fitted {len(rows) - n_err} of {len(rows)} galaxies → "
                   f"{summary_path(args.out, args.format)}")

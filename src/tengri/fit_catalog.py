@@ -185,7 +185,8 @@ def _fit_joint(model, records, method, options, key, config, spectroscopy):
 
 def fit_chunk(model, galaxies, indices, method: str, options: dict, key_seed: int, out,
               n_pad=None, strategy: str = "auto", save_posteriors: bool = True,
-              plots: bool = False, config: dict | None = None, spectroscopy=None) -> list[dict]:
+              plots: bool = False, config: dict | None = None, spectroscopy=None, n_threads: int = 1
+              ) -> list[dict]:
     """Fit one chunk and write its posteriors and part file (idempotent).
 
     Parameters
@@ -202,6 +203,8 @@ def fit_chunk(model, galaxies, indices, method: str, options: dict, key_seed: in
         The parsed configuration (builds the joint models of galaxies with a spectrum).
     spectroscopy : SpectroscopySpec, optional
         ``CatalogSpec.spectroscopy``; galaxies with a ``spectrum_file`` need it.
+    n_threads : int
+        Photometric galaxies fitted side by side by the sequential strategy.
 
     Returns
     -------
@@ -231,7 +234,7 @@ def fit_chunk(model, galaxies, indices, method: str, options: dict, key_seed: in
             rows[n] = error_row(g.id, method, f"{type(err).__name__}: {err}")
     if photometric:
         got = cat.fit_records(model, list(photometric.values()), method, options, key, n_pad,
-                              cat.choose_strategy(method, strategy, False))
+                              cat.choose_strategy(method, strategy, False), n_threads=n_threads)
         for n, post, row in zip(photometric, *got):
             posteriors[n], rows[n] = post, row
     if joint:
@@ -290,7 +293,7 @@ def fit_catalog(catalog, config, method: str = "map", out="tengri_out", *, optio
                 save_posteriors: bool = True, progress: bool = True, key=None,
                 plots: bool = False, chunk_size: int = DEFAULT_CHUNK_SIZE, resume: bool = True,
                 fmt: str = "csv", dask: str | None = None, client=None, n_pad: int | None = None,
-                strategy: str = "auto") -> list[dict]:
+                strategy: str = "auto", n_threads: int = 1) -> list[dict]:
     """Fit every galaxy of ``catalog`` with the model of ``config``.
 
     Parameters
@@ -325,6 +328,11 @@ def fit_catalog(catalog, config, method: str = "map", out="tengri_out", *, optio
     n_pad : int, optional
         Batch size of batched fits (see :class:`~tengri.inference.catalog.CatalogFitter`);
         default ``min(chunk_size, number of galaxies)``, so that every chunk has one shape.
+    n_threads : int
+        Galaxies fitted side by side in this process by the per-galaxy
+        (``"sequential"``) strategy, e.g. NUTS (default 1; see
+        :class:`~tengri.inference.catalog.CatalogFitter`). The results do not
+        depend on it, so a resumed run may change it. Dask workers fit one at a time.
     strategy : {"auto", "batched", "sequential"}
 
     Returns
@@ -346,6 +354,8 @@ def fit_catalog(catalog, config, method: str = "map", out="tengri_out", *, optio
     if n_pad is not None and (isinstance(n_pad, bool) or not isinstance(n_pad, (int, np.integer))
                               or n_pad < 1):
         raise ParameterError(f"n_pad must be a positive integer, got {n_pad!r}")
+    if isinstance(n_threads, bool) or not isinstance(n_threads, (int, np.integer)) or n_threads < 1:
+        raise ParameterError(f"n_threads must be a positive integer, got {n_threads!r}")
     from tengri.inference.catalog import choose_strategy
 
     choose_strategy(method, strategy, False)  # an impossible strategy fails before any write
@@ -379,7 +389,7 @@ def fit_catalog(catalog, config, method: str = "map", out="tengri_out", *, optio
         if dask_spec is None and client is None:
             for chunk in chunks:
                 fit_chunk(model, [galaxies[i] for i in chunk], chunk, *args, config_dict,
-                          spec.spectroscopy)
+                          spec.spectroscopy, n_threads=int(n_threads))
                 bar.update(len(chunk))
         else:
             failed = _fit_chunks_dask(dask_spec, client, config_dict, chunks, galaxies,
