@@ -60,6 +60,8 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.linalg import solve_triangular
 
+from tengri.inference import cache
+
 __all__ = ["GibbsState", "GibbsInfo", "GibbsTuning", "init", "galaxy_step", "shared_step", "build_gibbs_engine",
            "population_model_functions"]
 
@@ -215,6 +217,7 @@ def _adapted(tuning: GibbsTuning, info: GibbsInfo, t) -> GibbsTuning:
 
 
 _ENGINES: dict[tuple, Callable] = {}
+cache.register_gc_hook(_ENGINES.clear)  # tengri.gc() drops these as it drops every other engine
 
 
 def build_gibbs_engine(log_likelihoods: Callable, conditional_gaussian: Callable, n_leapfrog: int, n_warmup: int,
@@ -316,6 +319,7 @@ def interpolated_conditional(phi: jax.Array, data: Any) -> tuple[jax.Array, jax.
 
 
 _MODEL_FUNCTIONS: dict[tuple, tuple[Callable, Callable]] = {}
+cache.register_gc_hook(_MODEL_FUNCTIONS.clear)
 CONDITIONALS = ("grid", "gauss_newton")
 
 

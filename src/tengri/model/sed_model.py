@@ -37,6 +37,7 @@ from tengri.params import Fixed, Parameters, Prior, Uniform
 from tengri.physics import attenuation, bandpass, cosmology, igm
 from tengri.physics import dust_emission as dust_emission_physics
 from tengri.physics import nebular as nebular_physics
+from tengri.physics import sfh as sfh_physics
 
 __all__ = ["SEDModel", "SED_COMPONENT_SUM_KEYS", "SFH_DERIVED_KEYS"]
 
@@ -286,20 +287,18 @@ class SEDModel:
         (resolved there) for those that start ``age_gyr`` ago. None for the
         continuity and stochastic histories and for an unbounded ``age_gyr`` prior.
         """
+        if self.sfh not in sfh_physics.SFH_FAMILIES:  # continuity, stochastic
+            return None
         z_bounds = _prior_bounds(self.parameters["redshift"])
         z_low = max(0.0, z_bounds[0]) if z_bounds is not None else 0.0
         universe_gyr = float(cosmology.age_of_universe_gyr_numpy(z_low, self.cosmo))
-        if self.sfh in ("lognormal", "dpl"):
+        if "age_gyr" not in sfh_physics.SFH_FAMILIES[self.sfh].param_names:  # from the Big Bang
             return universe_gyr
-        if self.sfh not in ("constant", "exponential", "delayed", "burst"):
-            return None
         prior = self.parameters["age_gyr"]
-        if isinstance(prior, Fixed):
-            return float(prior.value)
-        high = getattr(prior, "high", None)
-        if high == "age_of_universe":
+        if getattr(prior, "high", None) == "age_of_universe":
             return universe_gyr
-        return float(high) if isinstance(high, float) else None
+        bounds = _prior_bounds(prior)
+        return None if bounds is None else float(bounds[1])
 
     def _ssp_ionising_photons_per_msun(self) -> np.ndarray:
         """Q(H) [photons/s per M☉ formed] of each SSP, shape (n_z, n_age), counted on the model grid."""

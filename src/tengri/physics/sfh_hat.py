@@ -56,7 +56,6 @@ __all__ = ["SFH_QUADRATURES", "HAT_FAMILIES", "check_quadrature", "mass_formed_p
 
 SFH_QUADRATURES = ("bins", "hat")
 
-YR_PER_GYR = 1e9
 
 # Lookback time [Gyr] beyond any SFH: the upper end of the mass older than the oldest SSP.
 _BEYOND_ANY_SFH_GYR = 1e3
@@ -287,10 +286,10 @@ def mass_formed_per_ssp_age(
     """
     check_quadrature("hat", family)
     fam, p = sfh._checked(family, sfh_params)
-    node_gyr = jnp.asarray(ssp_age_yr, dtype=float) / YR_PER_GYR
+    node_gyr = jnp.asarray(ssp_age_yr, dtype=float) / sfh.YR_PER_GYR
     if family == "burst":
         return _burst_linear_fractions(p["age_gyr"], node_gyr)
-    age_u_gyr = jnp.asarray(age_of_universe_yr, dtype=float) / YR_PER_GYR
+    age_u_gyr = jnp.asarray(age_of_universe_yr, dtype=float) / sfh.YR_PER_GYR
     edges_gyr = jnp.concatenate([jnp.zeros(1), node_gyr, jnp.full(1, _BEYOND_ANY_SFH_GYR)])
     masses = fam.masses_between_edges(edges_gyr, p, age_u_gyr)
     position = _MEAN_POSITION[family](node_gyr[:-1], node_gyr[1:], p, age_u_gyr)
