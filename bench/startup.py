@@ -224,7 +224,7 @@ def _spawn(root: Path, *args: str, data_cache: str | None = None, pycache: str |
     done = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, env=env,
                           cwd=root / "bench")
     if done.returncode != 0:
-        raise RuntimeError(f"{root} {args[:2]} failed:\n{done.stderr[-4000:]}")
+        raise RuntimeError(f"{root} {args[:2]} failed (exit {done.returncode}):\n{done.stderr[-4000:]}\n{done.stdout[-2000:]}")
     lines = done.stdout.strip().splitlines()
     result = json.loads(lines[-1]) if lines else {}
     result["subprocess_wall_s"] = time.perf_counter() - start

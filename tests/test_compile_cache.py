@@ -458,3 +458,24 @@ def test_second_galaxy_on_the_sed_model_compiles_nothing(phot_model, truth):
         post = other.run("map", n_steps=3)
     assert seen.n_compiles == 0
     assert post.method == "map"
+
+
+def test_engines_with_lapack_calls_run_from_the_disk_cache_in_a_fresh_process(tmp_path):
+    """Laplace (eigh) and dense NUTS (Cholesky) loaded as stored executables in a
+    new process: jaxlib binds its LAPACK kernels only when it lowers such a call,
+    so before the export cache did that binding the second process crashed."""
+    code = f"""
+        import numpy as np, tengri
+        from tengri.inference import cache
+        from tengri.inference.methods import _export_cache
+        from test_compile_cache import GaussianModel, GAUSSIAN_MEAN
+        cache.enable_persistent_cache({str(tmp_path / "xla")!r})
+        fitter = tengri.Fitter(GaussianModel(signature="lapack-reload"), GAUSSIAN_MEAN, np.ones(5))
+        laplace = fitter.run("laplace", n_starts=2, n_samples=50)
+        nuts = fitter.run("nuts", use_dense=True, n_warmup=50, n_samples=20)
+        print(_export_cache.n_loaded(), float(laplace.samples["g0"].sum()), float(nuts.samples["g0"].sum()))
+    """
+    first = _run_script(code, tmp_path).split()
+    second = _run_script(code, tmp_path).split()
+    assert int(first[0]) == 0 and int(second[0]) >= 3  # MAP, Laplace, NUTS warm-up and sampling from disk
+    np.testing.assert_allclose([float(v) for v in second[1:]], [float(v) for v in first[1:]], rtol=1e-10)

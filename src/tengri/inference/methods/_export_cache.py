@@ -46,11 +46,12 @@ import threading
 import time
 import warnings
 import weakref
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 __all__ = ["enable", "disable", "export_dir", "register_problem_functions", "function_key", "ExportedEngine",
@@ -272,6 +273,19 @@ EXECUTABLE_LOAD_EVENT = "/tengri/export_cache/executable_load_duration"
 :func:`tengri.inference.cache.count_compilations` as a persistent-cache load)."""
 
 
+@cache
+def _initialise_linear_algebra() -> None:
+    """Make the CPU's LAPACK kernels callable before a stored executable runs.
+
+    jaxlib binds its LAPACK custom calls (Cholesky, eigh, solves: dense NUTS metrics,
+    the Laplace engine) to their routines only when it lowers such an operation. A
+    stored executable is not lowered in this process, so without this it would call
+    unbound routines and crash the process (segmentation fault). Lowering one small
+    Cholesky does the binding (no compilation).
+    """
+    jax.jit(jnp.linalg.cholesky).lower(jax.ShapeDtypeStruct((2, 2), jnp.float64))
+
+
 def _load_executable(path: Path) -> Callable | None:
     """The compiled engine stored at ``path``; None when absent or unreadable."""
     from jax.experimental import serialize_executable
@@ -281,6 +295,7 @@ def _load_executable(path: Path) -> Callable | None:
         data = path.read_bytes()
     except OSError:
         return None
+    _initialise_linear_algebra()
     try:
         payload, in_tree, out_tree = pickle.loads(data)
         compiled = serialize_executable.deserialize_and_load(payload, in_tree, out_tree)
