@@ -27,6 +27,7 @@ from methods_targets import (
 from tengri.errors import ParameterError
 from tengri.inference import registry
 from tengri.inference.methods import mcmc
+from tengri.inference.problem import Problem
 
 KEY = jax.random.PRNGKey(11)
 
@@ -285,3 +286,75 @@ def test_more_nuts_chains_compile_nothing_new(gaussian):
 def test_sampler_rejects_an_unknown_adaptation(gaussian):
     with pytest.raises(ParameterError, match="adaptation"):
         mcmc.run_hmc(gaussian[0], KEY, adaptation="shared")
+
+
+# ------------------------------------------------------------------ metric seed and "auto"
+def test_laplace_metric_is_the_gaussian_covariance_at_any_point(gaussian):
+    problem, mean, cov = gaussian
+
+    def logdensity(z):
+        return problem.log_density(z)
+
+    for point in (mean, mean + 0.3):  # a Gaussian's curvature is the same everywhere
+        *_, precision = mcmc.evaluated_start(logdensity, KEY, jax.numpy.asarray(point), 0.1, True)
+        np.testing.assert_allclose(np.asarray(precision), np.linalg.inv(cov), rtol=1e-7, atol=1e-7)
+        dense = np.asarray(mcmc.laplace_inverse_metric(precision, True))
+        np.testing.assert_allclose(dense, cov, rtol=1e-7, atol=1e-10)
+        np.testing.assert_allclose(np.asarray(mcmc.laplace_inverse_metric(precision, False)), np.diag(cov),
+                                   rtol=1e-7)
+
+
+def test_laplace_metric_is_never_wider_than_the_prior_away_from_a_mode():
+    # curvature −2 (a minimum, not a mode) is clipped to the prior's precision 1; 101 kept
+    metric = np.asarray(mcmc.laplace_inverse_metric(jax.numpy.diag(jax.numpy.array([-2.0, 101.0])), True))
+    np.testing.assert_allclose(metric, np.diag([1.0, 1.0 / 101.0]), rtol=1e-12, atol=1e-15)
+
+
+def test_evaluated_start_returns_the_starts_log_density_and_gradient():
+    z0 = jax.numpy.full(4, 0.3)
+    density = lambda z: -0.5 * z @ z - z[0] ** 3  # noqa: E731
+    for with_curvature in (False, True):
+        start, value, grad, _ = mcmc.evaluated_start(density, KEY, z0, 0.2, with_curvature)
+        np.testing.assert_array_equal(np.asarray(start), np.asarray(mcmc.dispersed_start(density, KEY, z0, 0.2)))
+        assert not np.array_equal(np.asarray(start), np.asarray(z0))
+        expected_value, expected_grad = jax.value_and_grad(density)(start)
+        np.testing.assert_allclose(float(value), float(expected_value), rtol=1e-14)
+        np.testing.assert_allclose(np.asarray(grad), np.asarray(expected_grad), rtol=1e-14)
+
+
+def test_evaluated_start_falls_back_to_the_starts_value_and_gradient():
+    z0 = jax.numpy.zeros(3)
+    only_at_origin = lambda z: jax.numpy.where(jax.numpy.all(z == 0), 1.5 - z.sum(), -jax.numpy.inf)  # noqa: E731
+    start, value, grad, precision = mcmc.evaluated_start(only_at_origin, KEY, z0, 0.5, False)
+    np.testing.assert_array_equal(np.asarray(start), np.zeros(3))
+    assert float(value) == 1.5 and precision is None
+    np.testing.assert_array_equal(np.asarray(grad), -np.ones(3))
+
+
+def test_nuts_adapts_a_dense_metric_by_default_for_few_parameters_and_a_diagonal_for_many(gaussian):
+    few = mcmc.run_nuts(gaussian[0], KEY, n_warmup=100, n_samples=50)
+    assert few.diagnostics["inverse_mass_matrix"].shape == (1, 5, 5)
+    d = mcmc.DENSE_AUTO_MAX_DIM + 1
+    many = Problem(names=tuple(f"x{i}" for i in range(d)),
+                   log_likelihood=lambda z, data_args: -0.5 * jax.numpy.sum((z / data_args) ** 2),
+                   data_args=jax.numpy.full(d, 0.5), to_physical=lambda z, data_args: {},
+                   init=jax.numpy.zeros(d))
+    result = mcmc.run_nuts(many, KEY, n_warmup=100, n_samples=50)
+    assert result.diagnostics["inverse_mass_matrix"].shape == (1, mcmc.DENSE_AUTO_MAX_DIM + 1)
+    assert registry.method_options("mcmc_nuts", {})["use_dense"] == "auto"
+
+
+def test_both_metric_seeds_sample_the_gaussian(gaussian):
+    problem, mean, cov = gaussian
+    for metric_init in mcmc.METRIC_INITS:
+        result = mcmc.run_nuts(problem, KEY, n_samples=2000, metric_init=metric_init)
+        samples = np.asarray(result.samples).reshape(-1, 5)
+        np.testing.assert_allclose(np.cov(samples.T), cov, atol=0.15 * np.max(np.diag(cov)))
+        assert result.diagnostics["divergences"] == 0
+
+
+def test_sampler_rejects_an_unknown_metric_seed_or_dense_setting(gaussian):
+    with pytest.raises(ParameterError, match="metric_init"):
+        mcmc.run_nuts(gaussian[0], KEY, metric_init="fisher")
+    with pytest.raises(ParameterError, match="use_dense"):
+        mcmc.run_nuts(gaussian[0], KEY, use_dense="always")

@@ -280,10 +280,16 @@ def _initialise_linear_algebra() -> None:
     jaxlib binds its LAPACK custom calls (Cholesky, eigh, solves: dense NUTS metrics,
     the Laplace engine) to their routines only when it lowers such an operation. A
     stored executable is not lowered in this process, so without this it would call
-    unbound routines and crash the process (segmentation fault). Lowering one small
-    Cholesky does the binding (no compilation).
+    unbound routines and crash the process (segmentation fault). jaxlib's own binding
+    call takes microseconds; where a jaxlib lacks it, lowering one small Cholesky
+    (~90 ms in a fresh process, no compilation) binds them too.
     """
-    jax.jit(jnp.linalg.cholesky).lower(jax.ShapeDtypeStruct((2, 2), jnp.float64))
+    try:
+        from jaxlib import lapack
+
+        lapack._lapack.initialize()
+    except (ImportError, AttributeError):
+        jax.jit(jnp.linalg.cholesky).lower(jax.ShapeDtypeStruct((2, 2), jnp.float64))
 
 
 def _load_executable(path: Path) -> Callable | None:
