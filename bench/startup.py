@@ -31,7 +31,12 @@ them for a model, e.g. grids rebinned onto its wavelength grid) once, then *warm
 reported. The children import tengri from this checkout's ``src``, with their
 own bytecode cache (``PYTHONPYCACHEPREFIX``, filled by the cold process).
 The galaxy's fluxes come from a setup process (not timed) and are passed as a
-file. Every compilation and persistent-cache load is counted per stage
+file. Warm process i fits noise draw i of the galaxy (5 % errors, the draw
+seeded by i; the cold process fits draw 0): one NUTS chain of 200 + 200 is short,
+and on one realisation its wall time is that chain's luck (0.37–0.92 s in-process
+over keys 1–10 and the default key on the noiseless galaxy), so the median over
+draws is the typical first fit. ``--same-galaxy`` fits the noiseless fluxes in
+every process, the definition of the records before session 11. Every compilation and persistent-cache load is counted per stage
 (``tengri.inference.cache.count_compilations``); with ``--log-compiles`` the
 warm process also lists the programs jax looks up per stage (by name, from
 ``jax_log_compiles``).
@@ -104,7 +109,7 @@ class _CompileLog:
         logging.getLogger("jax").addHandler(Handler(level=logging.DEBUG))
 
 
-def child(cache_dir: str, data_path: str, log_compiles: bool) -> dict:
+def child(cache_dir: str, data_path: str, log_compiles: bool, draw: int) -> dict:
     times = {}
     mark = [time.perf_counter()]
 
@@ -147,7 +152,7 @@ def child(cache_dir: str, data_path: str, log_compiles: bool) -> dict:
 
     model = stage("model_s", _model)
     saved = np.load(data_path)
-    fitter = stage("problem_s", lambda: tengri.Fitter(model, saved["flux"], saved["noise"]))
+    fitter = stage("problem_s", lambda: tengri.Fitter(model, saved["flux"][draw], saved["noise"]))
     first = stage("first_nuts_s", lambda: fitter.run("nuts", **NUTS_OPTIONS))
     out = {"process_to_first_posterior_s": time.perf_counter() - _START, **times}
     if log is not None:
@@ -163,7 +168,8 @@ def child(cache_dir: str, data_path: str, log_compiles: bool) -> dict:
         "engine_load_s": times["first_nuts_s"] - nuts_s, "map_s": map_s, "nuts_sampling_s": nuts_s - map_s,
         "export_key_trace_s": key_trace_s[0],
         "second_nuts_run_s": nuts_s, "rerun_reproduces_samples": same,
-        "stellar_mass_median": float(np.median(first.samples["stellar_mass"])),
+        "stellar_mass_median": float(np.median(first.samples["stellar_mass"])), "noise_draw": draw,
+        "leapfrog_steps_per_draw": float(first.diagnostics["n_integration_steps_mean"]),
         "persistent_cache_load_s": sum(c["persistent_cache_load_s"] for c in counts.values()),
         "counts": counts,
     })
@@ -195,14 +201,18 @@ def _time_export_key_tracing() -> list[float]:
     return total
 
 
-def make_data(path: str) -> None:
-    """The demo galaxy's fluxes at TRUTH with 5 % errors (a setup process, not timed)."""
+def make_data(path: str, n_draws: int) -> None:
+    """The demo galaxy's fluxes at TRUTH with 5 % errors (a setup process, not timed):
+    ``flux`` (n_draws, n_band), row 0 noiseless, row i the fluxes plus noise draw i;
+    ``noise`` (n_band,)."""
     import numpy as np
 
     import tengri  # noqa: F401
 
     flux = np.asarray(_model().predict_photometry(TRUTH))
-    np.savez(path, flux=flux, noise=flux / 20)
+    noise = flux / 20
+    draws = [flux] + [flux + noise * np.random.default_rng(i).standard_normal(flux.shape) for i in range(1, n_draws)]
+    np.savez(path, flux=np.stack(draws), noise=noise)
 
 
 # ------------------------------------------------------------------ parent
@@ -269,16 +279,18 @@ def main() -> None:
     parser.add_argument("--baseline", type=Path, default=None,
                         help="another checkout (e.g. `git archive <rev>` unpacked) measured the same way, "
                              "its warm processes interleaved with this checkout's (the load drifts)")
+    parser.add_argument("--same-galaxy", action="store_true",
+                        help="every process fits the noiseless galaxy (the records before session 11)")
     parser.add_argument("--note", default="", help="free text stored in the JSON")
-    parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
-    parser.add_argument("--make-data", help=argparse.SUPPRESS)
+    parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
+    parser.add_argument("--make-data", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.make_data:
-        make_data(args.make_data)
+        make_data(args.make_data[0], int(args.make_data[1]))
         return
     if args.child:
-        cache_dir, data_path, log_compiles = args.child
-        print(json.dumps(child(cache_dir, data_path, log_compiles == "1"), default=float))
+        cache_dir, data_path, log_compiles, draw = args.child
+        print(json.dumps(child(cache_dir, data_path, log_compiles == "1", int(draw)), default=float))
         return
 
     sys.path.insert(0, str(ROOT / "bench"))
@@ -289,13 +301,13 @@ def main() -> None:
         trees["baseline"] = args.baseline.resolve()
     with tempfile.TemporaryDirectory(prefix="tengri_bench_startup_") as tmp:
         data_path = str(Path(tmp) / "galaxy.npz")
-        _spawn(ROOT, "--make-data", data_path)
+        _spawn(ROOT, "--make-data", data_path, str(args.repeat + 1))
         caches = {name: (str(Path(tmp) / f"xla_{name}"), _seeded_data_cache(Path(tmp) / f"tengri_data_{name}"),
                          str(Path(tmp) / f"pycache_{name}")) for name in trees}
         colds: dict = {}
         for name, root in trees.items():
             xla, data, pycache = caches[name]
-            cold = _spawn(root, "--child", xla, data_path, "0", data_cache=data, pycache=pycache)  # fills the caches
+            cold = _spawn(root, "--child", xla, data_path, "0", "0", data_cache=data, pycache=pycache)  # fills the caches
             if not args.no_cold:
                 colds[name] = cold
                 print(f"{name} cold: {cold['process_to_first_posterior_s']:.2f} s to the first posterior",
@@ -305,11 +317,12 @@ def main() -> None:
             for name, root in trees.items():
                 xla, data, pycache = caches[name]
                 log = "1" if args.log_compiles and i == 0 else "0"
-                run = _spawn(root, "--child", xla, data_path, log, data_cache=data, pycache=pycache)
+                draw = "0" if args.same_galaxy else str(i + 1)
+                run = _spawn(root, "--child", xla, data_path, log, draw, data_cache=data, pycache=pycache)
                 warm[name].append(run)
                 print(f"{name} warm {i}: {run['process_to_first_posterior_s']:.2f} s "
                       + " ".join(f"{k}={run[k]:.2f}" for k in (*STAGES, *SPLITS)), file=sys.stderr)
-        result: dict = {"nuts_options": NUTS_OPTIONS, "note": args.note,
+        result: dict = {"nuts_options": NUTS_OPTIONS, "note": args.note, "same_galaxy": args.same_galaxy,
                         **_summary(colds.get("current"), warm["current"])}
         if "baseline" in trees:
             result["baseline"] = {"root": str(trees["baseline"]), **_summary(colds.get("baseline"), warm["baseline"])}
