@@ -867,7 +867,7 @@ def _vmapped_mcmc(method, opts, problem, keys, inits, data_args, axes, mode):
     n_chains = optimize.positive_int(method, "n_chains", opts["n_chains"])
     max_doublings = optimize.positive_int(method, "max_num_doublings", opts.get("max_num_doublings", 10))
     use_dense = mcmc.resolved_dense(method, opts["use_dense"], problem.n_dim)
-    metric_init = mcmc.checked_metric_init(method, opts.get("metric_init", "laplace"))
+    metric_init = mcmc.checked_metric_init(method, opts["metric_init"])
     doublings = max_doublings if method == "mcmc_nuts" else 0
     warmup = mcmc.build_hmc_warmup_engine(problem.log_likelihood, problem.n_dim, method, n_warmup,
                                           use_dense, doublings, metric_init)

@@ -328,8 +328,7 @@ def _started_at(algorithm, logdensity: jax.Array, logdensity_grad: jax.Array):
 # ------------------------------------------------------------------ engines
 @memoised_engine
 def build_hmc_warmup_engine(log_likelihood: Callable, n_dim: int, kind: str, n_warmup: int,
-                            use_dense: bool, max_num_doublings: int,
-                            metric_init: str = "laplace") -> Callable:
+                            use_dense: bool, max_num_doublings: int, metric_init: str) -> Callable:
     """Stan's window adaptation of one HMC-family chain, from a dispersed start, its
     metric seeded as ``metric_init`` says (module notes; the seed's curvature is
     taken at ``z0``, not at the dispersed start).
@@ -538,7 +537,7 @@ def _run_hmc_family(kind: str, problem: Problem, key: jax.Array,
     n_samples = positive_int(kind, "n_samples", options["n_samples"])
     n_chains = positive_int(kind, "n_chains", options["n_chains"])
     use_dense = resolved_dense(kind, options["use_dense"], problem.n_dim)
-    metric_init = checked_metric_init(kind, options.get("metric_init", "laplace"))
+    metric_init = checked_metric_init(kind, options["metric_init"])
     target_accept = finite_float(kind, "target_accept", options["target_accept"],
                                  low=0.0, high=1.0, closed_low=False)
     max_num_doublings = positive_int(kind, "max_num_doublings",
