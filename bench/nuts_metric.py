@@ -9,7 +9,8 @@ setting's engines compiled on mock 0 first (not counted). Per setting: median an
 total wall time, median and smallest min-ESS (over parameters), min-ESS summed over
 mocks per second of summed wall time, divergences in all and mocks with more than 10.
 
-    .venv/bin/python bench/nuts_metric.py [--mocks 32] [--ssp-ages bagpipes|raw] [--name nuts_metric]
+    .venv/bin/python bench/nuts_metric.py [--mocks 32] [--ssp-ages bagpipes|raw] [--sfh-quadrature bins|hat]
+        [--settings NAME ...] [--name nuts_metric]
 
 Writes bench/out/<name>.json.
 """
@@ -82,15 +83,18 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--mocks", type=int, default=32)
     parser.add_argument("--ssp-ages", choices=("bagpipes", "raw"), default="bagpipes")
+    parser.add_argument("--sfh-quadrature", choices=("bins", "hat"), default="bins")
+    parser.add_argument("--settings", nargs="+", choices=tuple(SETTINGS), default=tuple(SETTINGS))
     parser.add_argument("--name", default="nuts_metric", help="JSON name under bench/out")
     args = parser.parse_args()
     if args.mocks < 1:
         parser.error("--mocks must be >= 1")
-    model = build_model(args.ssp_ages)
+    model = build_model(args.ssp_ages, args.sfh_quadrature)
     mocks = prior_mocks(model, args.mocks)
-    result = {"settings": {"mocks": args.mocks, "ssp_ages": args.ssp_ages, "n_warmup": 500, "n_samples": 1000}}
-    for name, options in SETTINGS.items():
-        result[name] = run_setting(model, mocks, options)
+    result = {"settings": {"mocks": args.mocks, "ssp_ages": args.ssp_ages, "sfh_quadrature": args.sfh_quadrature,
+                           "n_warmup": 500, "n_samples": 1000}}
+    for name in args.settings:
+        result[name] = run_setting(model, mocks, SETTINGS[name])
         summary = {k: v for k, v in result[name].items() if k not in ("runs", "options")}
         print(name, {k: round(v, 3) if isinstance(v, float) else v for k, v in summary.items()}, flush=True)
     write_json(args.name, result)
