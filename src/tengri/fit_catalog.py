@@ -49,7 +49,7 @@ from tengri.catalog_io import read_catalog
 from tengri.catalog_summary import (
     DERIVED_COLUMNS, FORMATS, error_row, read_summary_csv, summarise, summary_columns, write_summary,
 )
-from tengri.errors import ConfigError, DataError, ParameterError
+from tengri.errors import ConfigError, DataError
 from tengri.inference import registry
 from tengri.model.config import load_config, model_from_config
 
@@ -349,14 +349,12 @@ def fit_catalog(catalog, config, method: str = "map", out="tengri_out", *, optio
     registry.method_options(method, options)  # unknown method / options fail here, before any write
     if fmt not in FORMATS:
         raise ConfigError(f"summary format {fmt!r} unknown; valid: {', '.join(FORMATS)}")
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
-        raise ParameterError(f"chunk_size must be a positive integer, got {chunk_size!r}")
-    if n_pad is not None and (isinstance(n_pad, bool) or not isinstance(n_pad, (int, np.integer))
-                              or n_pad < 1):
-        raise ParameterError(f"n_pad must be a positive integer, got {n_pad!r}")
-    if isinstance(n_threads, bool) or not isinstance(n_threads, (int, np.integer)) or n_threads < 1:
-        raise ParameterError(f"n_threads must be a positive integer, got {n_threads!r}")
-    from tengri.inference.catalog import choose_strategy
+    from tengri.inference.catalog import choose_strategy, positive_count
+
+    positive_count("chunk_size", chunk_size)
+    if n_pad is not None:
+        positive_count("n_pad", n_pad)
+    n_threads = positive_count("n_threads", n_threads)
 
     choose_strategy(method, strategy, False)  # an impossible strategy fails before any write
     dask_spec = parse_dask(dask)
@@ -389,7 +387,7 @@ def fit_catalog(catalog, config, method: str = "map", out="tengri_out", *, optio
         if dask_spec is None and client is None:
             for chunk in chunks:
                 fit_chunk(model, [galaxies[i] for i in chunk], chunk, *args, config_dict,
-                          spec.spectroscopy, n_threads=int(n_threads))
+                          spec.spectroscopy, n_threads=n_threads)
                 bar.update(len(chunk))
         else:
             failed = _fit_chunks_dask(dask_spec, client, config_dict, chunks, galaxies,

@@ -280,7 +280,7 @@ class CatalogFitter:
                  n_pad: int | None = None, client=None, chunk_size: int | None = None,
                  strategy: str = "auto", batch_mode: str = "auto", n_threads: int = 1, **kwargs: Any):
         self.model = model
-        self.n_threads = _positive("n_threads", n_threads)
+        self.n_threads = positive_count("n_threads", n_threads)
         self.batch_mode = resolve_batch_mode(batch_mode)
         self.method = registry.canonical_method(method)
         fixed_names = set(model.parameters.fixed_values)
@@ -288,8 +288,8 @@ class CatalogFitter:
         self.fitter_options = {k: kwargs[k] for k in SPECTRAL_FITTER_OPTIONS if k in kwargs}
         self.options = method_options(self.method, {k: v for k, v in kwargs.items()
                                                     if k not in fixed_names and k not in self.fitter_options})
-        self.n_pad = None if n_pad is None else _positive("n_pad", n_pad)
-        self.chunk_size = _positive("chunk_size", chunk_size or self.n_pad or 64)
+        self.n_pad = None if n_pad is None else positive_count("n_pad", n_pad)
+        self.chunk_size = positive_count("chunk_size", chunk_size or self.n_pad or 64)
         self.key = jax.random.PRNGKey(42) if key is None else key
         self.client = client
         galaxies = list(galaxies)
@@ -355,7 +355,8 @@ class CatalogFitter:
         return posteriors, rows
 
 
-def _positive(name: str, value) -> int:
+def positive_count(name: str, value) -> int:
+    """``value`` as an int ≥ 1 (bools refused), else ParameterError naming ``name``."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ParameterError(f"{name} must be a positive integer, got {value!r}")
     return int(value)

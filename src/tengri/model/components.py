@@ -52,8 +52,8 @@ class StarFormationHistory:
     All take ``stellar_mass`` (log10 formed mass, default ``Uniform(7, 13)``) and
     publish ``mass_formed``, ``sfr_10myr``, ``sfr_100myr`` [M☉/yr] and
     ``mass_weighted_age_gyr`` in ``derived``; the stochastic one also puts its field
-    (n_grid,) [dex] in ``state["sfh_field_dex"]``. Build one from a user setting with
-    :func:`sfh_component`.
+    (n_grid,) [dex] in ``state["sfh_field_dex"]``. A user setting gives the family and
+    options through :func:`parse_sfh_setting` (as ``SEDModel`` builds it).
 
     ``quadrature`` says how a parametric history becomes SSP weights: ``"bins"``
     (default) gives each SSP the exact mass formed in its age bin
@@ -214,14 +214,6 @@ def parse_sfh_setting(setting) -> tuple[str, dict]:
             f"sfh {family!r} does not take settings {unknown}; it takes {list(accepted) or 'none'}"
         )
     return family, options
-
-
-def sfh_component(setting, age_bin_edges_yr, quadrature: str = "bins", ssp_age_yr=None) -> StarFormationHistory:
-    """The SFH component of a user setting (see :func:`parse_sfh_setting`) and quadrature."""
-    family, options = parse_sfh_setting(setting)
-    ages = None if ssp_age_yr is None else np.asarray(ssp_age_yr, float)
-    return StarFormationHistory(family, np.asarray(age_bin_edges_yr, float), quadrature=quadrature, ssp_age_yr=ages,
-                                **options)
 
 
 @dataclass(frozen=True)
