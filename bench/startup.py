@@ -33,7 +33,7 @@ own bytecode cache (``PYTHONPYCACHEPREFIX``, filled by the cold process).
 The galaxy's fluxes come from a setup process (not timed) and are passed as a
 file. Warm process i fits noise draw i of the galaxy (5 % errors, the draw
 seeded by i; the cold process fits draw 0): one NUTS chain of 200 + 200 is short,
-and on one realisation its wall time is that chain's luck (0.37–0.92 s in-process
+and on one realisation its wall time is that chain's luck (0.40–0.92 s in-process
 over keys 1–10 and the default key on the noiseless galaxy), so the median over
 draws is the typical first fit. ``--same-galaxy`` fits the noiseless fluxes in
 every process, the definition of the records before session 11. Every compilation and persistent-cache load is counted per stage
