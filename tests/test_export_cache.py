@@ -165,6 +165,62 @@ def test_an_executable_from_the_persistent_cache_is_not_stored_again(exported):
     np.testing.assert_allclose(_draws(again), _draws(first), rtol=1e-12)
 
 
+NUTS = {"n_warmup": 60, "n_samples": 60, "n_chains": 2}
+
+
+def _loads_by_thread(monkeypatch):
+    """Patch the executable loader to record which thread loads each file."""
+    import threading
+
+    loads = []
+    load = _export_cache._load_executable
+
+    def recorded(path):
+        loads.append(threading.current_thread().name)
+        return load(path)
+
+    monkeypatch.setattr(_export_cache, "_load_executable", recorded)
+    return loads
+
+
+def test_nuts_loads_its_warmup_and_sampler_while_other_work_runs(exported, monkeypatch):
+    """A fresh process's NUTS run loads the warm-up executable in a background thread
+    while the MAP start loads and runs, and the sampler's while the warm-ups run."""
+    model = GaussianModel(signature="export-prefetch")
+    first = _run(model, "nuts", NUTS)
+    assert len(_executables(exported)) == 3  # MAP, warm-up, sampler
+    tengri.gc()
+    loads = _loads_by_thread(monkeypatch)
+    n_loaded = _export_cache.n_loaded()
+    again = _run(model, "nuts", NUTS)
+    assert sorted(loads) == ["MainThread", "tengri-engine-prefetch", "tengri-engine-prefetch"]
+    assert _export_cache.n_loaded() == n_loaded + 3
+    np.testing.assert_allclose(_draws(again), _draws(first), rtol=1e-12)
+
+
+def test_a_prefetch_that_finds_nothing_usable_leaves_the_call_to_load(exported, monkeypatch):
+    model = GaussianModel(signature="export-prefetch-corrupt")
+    first = _run(model, "nuts", NUTS)
+    for path in _executables(exported):
+        path.write_bytes(b"not an executable")  # every load fails: the exports run
+    tengri.gc()
+    loads = _loads_by_thread(monkeypatch)
+    again = _run(model, "nuts", NUTS)
+    assert loads.count("tengri-engine-prefetch") == 2
+    np.testing.assert_allclose(_draws(again), _draws(first), rtol=1e-12)
+
+
+def test_prefetch_does_nothing_without_a_stored_executable(exported, monkeypatch):
+    from tengri.inference.methods.optimize import build_map_engine
+
+    model = GaussianModel(signature="export-prefetch-none")
+    problem = Fitter(model, GAUSSIAN_MEAN, np.ones(5)).problem
+    engine = build_map_engine(problem.log_likelihood, problem.n_dim, 10)
+    loads = _loads_by_thread(monkeypatch)
+    engine.prefetch(np.zeros(2, np.uint32), np.zeros((2, 5)), problem.data_args)
+    assert engine._calls == {} and loads == []
+
+
 def test_a_corrupt_export_file_falls_back_to_tracing(exported):
     model = GaussianModel(signature="export-corrupt")
     _run(model, "map", MAP)

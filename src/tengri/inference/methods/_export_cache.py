@@ -31,6 +31,13 @@ load ~4, the rest being the executables' own deserialisation). It is written
 by the process that compiled it (one that jax's persistent cache provided does
 not serialise again); one that cannot be read is ignored, and the export runs.
 
+**Prefetch.** A runner that knows which engine it calls next can have its
+executable loaded in a background thread (:meth:`ExportedEngine.prefetch`)
+while it loads or runs another: the NUTS runner loads its warm-up while the MAP
+start loads and runs, and its sampler while the warm-ups run. On the start-up
+bench's model that took the first NUTS run's loading from 0.47 to 0.28 s
+(medians of 5 fresh processes each, interleaved).
+
 Engines called inside another trace (``CatalogFitter`` vmaps them) run as they
 are. An engine that cannot be exported (or a stored export that cannot be read)
 falls back to plain ``jax.jit`` for the rest of the process, with a warning.
@@ -46,6 +53,7 @@ import threading
 import time
 import warnings
 import weakref
+from concurrent.futures import Future
 from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any, Callable
@@ -171,6 +179,14 @@ def function_key(fn: Callable) -> str | None:
     return key or None
 
 
+def _call_signature(args: tuple) -> tuple | None:
+    """Tree structure and leaf signatures of a call's arguments; None inside a trace."""
+    leaves, treedef = jax.tree_util.tree_flatten(args)
+    if any(isinstance(leaf, jax.core.Tracer) for leaf in leaves):
+        return None
+    return str(treedef), tuple(_leaf_signature(leaf) for leaf in leaves)
+
+
 def _leaf_signature(leaf: Any) -> str:
     aval = jax.typeof(leaf)
     return f"{aval.dtype.name}{tuple(aval.shape)}{'w' if getattr(aval, 'weak_type', False) else ''}"
@@ -205,11 +221,19 @@ class ExportedEngine:
         directory = _STATE["dir"]
         if directory is None or self._broken or kwargs:
             return self.engine(*args, **kwargs)
-        leaves, treedef = jax.tree_util.tree_flatten(args)
-        if any(isinstance(leaf, jax.core.Tracer) for leaf in leaves):
+        shapes = _call_signature(args)
+        if shapes is None:  # called inside another trace
             return self.engine(*args)
-        shapes = (str(treedef), tuple(_leaf_signature(leaf) for leaf in leaves))
         call = self._calls.get(shapes)
+        if isinstance(call, Future):  # prefetched; threads fitting at once may share it
+            pending, call = call, call.result()
+            with _LOCK:
+                if self._calls.get(shapes) is pending:
+                    if call is None:
+                        del self._calls[shapes]
+                    else:
+                        self._calls[shapes] = call
+                        _STATE["loaded"] += 1
         if call is None:
             program_key = function_key(self._function)
             if program_key is None:
@@ -219,6 +243,35 @@ class ExportedEngine:
                 return self.engine(*args)
             self._calls[shapes] = call
         return call(*args)
+
+    def prefetch(self, *args: Any) -> None:
+        """Start loading the stored executable for a call on arguments shaped like ``args``.
+
+        A background thread reads and deserialises it while the caller goes on (XLA
+        releases the GIL for much of the work; on the bench model two executables
+        loaded in two threads took 0.40-0.44 s against 0.61-0.64 s one after the
+        other), and the call with such arguments then waits for it. Only the shapes,
+        dtypes and tree structure of ``args`` matter (arrays still being computed
+        will do). Nothing happens when export is disabled, for a signature already
+        loaded or pending, or when no executable is stored for it: the call then
+        loads, exports or compiles as usual.
+        """
+        directory = _STATE["dir"]
+        if directory is None or self._broken:
+            return
+        shapes = _call_signature(args)
+        if shapes is None or shapes in self._calls:
+            return
+        program_key = function_key(self._function)
+        if program_key is None:
+            return
+        path = directory / f"engine-{self._key(program_key, shapes)}-{_executable_key()}.xlaexec"
+        if not path.is_file():
+            return
+        _initialise_linear_algebra()  # once, in this thread: its fallback lowers a program
+        future: Future = Future()
+        self._calls[shapes] = future
+        threading.Thread(target=_resolve, args=(future, path), name="tengri-engine-prefetch", daemon=True).start()
 
     def _key(self, program_key: str, shapes: tuple) -> str:
         parts = (code_fingerprint(), program_key, self._description, repr(shapes), jax.default_backend(),
@@ -290,6 +343,15 @@ def _initialise_linear_algebra() -> None:
         lapack._lapack.initialize()
     except (ImportError, AttributeError):
         jax.jit(jnp.linalg.cholesky).lower(jax.ShapeDtypeStruct((2, 2), jnp.float64))
+
+
+def _resolve(future: Future, path: Path) -> None:
+    """Set ``future`` to the executable stored at ``path``, or None: never leave it pending."""
+    try:
+        compiled = _load_executable(path)
+    except BaseException:  # noqa: BLE001 - the waiting call then loads or compiles itself
+        compiled = None
+    future.set_result(compiled)
 
 
 def _load_executable(path: Path) -> Callable | None:

@@ -556,21 +556,31 @@ def _run_hmc_family(kind: str, problem: Problem, key: jax.Array,
     sampling = build_hmc_sampling_engine(problem.log_likelihood, problem.n_dim, kind, n_burnin,
                                          n_samples, use_dense, doublings)
     key_map, chain_keys = _chain_keys(key, n_chains)
+
+    def warmup_args(chain_key, z0):
+        return (chain_key, z0, problem.data_args, np.float64(target_accept), np.int64(num_integration_steps),
+                np.float64(alpha), np.float64(delta), np.float64(init_jitter))
+
+    def sampling_args(chain_key, state, step_size, inverse_mass_matrix):
+        return (chain_key, {"state": tuple(state), "step_size": step_size,
+                            "inverse_mass_matrix": inverse_mass_matrix},
+                problem.data_args, np.int64(num_integration_steps), np.float64(alpha), np.float64(delta))
+
+    # A fresh process loads stored engines: the warm-up's loads while the MAP start
+    # loads and runs, the sampler's while the warm-ups run (ExportedEngine.prefetch).
+    warmup.prefetch(*warmup_args(chain_keys[0], jax.ShapeDtypeStruct((problem.n_dim,), np.float64)))
     z0 = _start_point(kind, options["start"], problem, key_map)
-    warmed = _stack_chains([
-        warmup(chain_key, z0, problem.data_args, np.float64(target_accept),
-               np.int64(num_integration_steps), np.float64(alpha), np.float64(delta),
-               np.float64(init_jitter))
-        for chain_key in chain_keys
-    ])
+    warmed = [warmup(*warmup_args(chain_key, z0)) for chain_key in chain_keys]
+    # the sampler is called on host copies (numpy: never weakly typed) of these
+    first = jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a), a.dtype), warmed[0])
+    sampling.prefetch(*sampling_args(chain_keys[0], first["state"], first["step_size"],
+                                     first["inverse_mass_matrix"]))
+    warmed = _stack_chains(warmed)
     step_size, inverse_mass_matrix = pooled_adaptation(
         warmed["step_size"], warmed["inverse_mass_matrix"], adaptation)
     drawn = _stack_chains([
-        sampling(chain_key, {"state": tuple(leaf[c] for leaf in warmed["state"]),
-                             "step_size": step_size[c],
-                             "inverse_mass_matrix": inverse_mass_matrix[c]},
-                 problem.data_args, np.int64(num_integration_steps), np.float64(alpha),
-                 np.float64(delta))
+        sampling(*sampling_args(chain_key, (leaf[c] for leaf in warmed["state"]), step_size[c],
+                                inverse_mass_matrix[c]))
         for c, chain_key in enumerate(chain_keys)
     ])
     chains = sampled_chains(warmed, drawn, step_size, inverse_mass_matrix)
