@@ -37,8 +37,9 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+# optax is imported where the MAP engine is traced: a process whose engines come
+# from the disk cache never needs it (as blackjax in methods/mcmc.py).
 import numpy as np
-import optax
 
 from tengri.errors import ParameterError
 from tengri.inference import registry
@@ -112,7 +113,10 @@ def history_capacity(n_steps: int) -> int:
 
 
 # ------------------------------------------------------------------ MAP engine
-def _lbfgs() -> optax.GradientTransformationExtraArgs:
+def _lbfgs():
+    """optax's L-BFGS (optax.GradientTransformationExtraArgs) with the zoom line search."""
+    import optax
+
     return optax.lbfgs(
         memory_size=LBFGS_MEMORY,
         linesearch=optax.scale_by_zoom_linesearch(
@@ -130,6 +134,8 @@ def _forget_curvature_if_line_search_failed(solver, opt_state, z: jax.Array):
     Forgetting the stored (s, y) pairs makes the next direction the steepest
     descent one; the line-search state (value and gradient at ``z``) is kept.
     """
+    import optax
+
     failed = optax.tree_utils.tree_get(opt_state, "info").decrease_error > 0
     fresh = solver.init(z)[0]
     memory = jax.tree.map(lambda new, old: jnp.where(failed, new, old), fresh, opt_state[0])
@@ -148,6 +154,8 @@ def _minimise_one(objective: Callable, z0: jax.Array, max_steps: jax.Array,
     the best value has not dropped by ``CYCLE_FTOL_RELATIVE · (1 + |f|)`` in
     ``CYCLE_ITERATIONS`` iterations.
     """
+    import optax
+
     solver = _lbfgs()
     opt_state = solver.init(z0)
     value, grad = jax.value_and_grad(objective)(z0)
