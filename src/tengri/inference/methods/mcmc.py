@@ -88,9 +88,6 @@ from __future__ import annotations
 import types
 from typing import Any, Callable
 
-# blackjax is imported where an engine is traced, not here: a process whose engines
-# come from the disk cache never traces one and skips that import (0.28 s of the
-# 0.70 s start-up import, most of it scipy.fft through blackjax.diagnostics).
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -102,6 +99,10 @@ from tengri.inference.methods.optimize import (
     finite_float, initial_point, positive_int, run_map_engine, validated_options,
 )
 from tengri.inference.problem import Problem, RawResult, log_density
+
+# blackjax is imported where an engine is traced, not here: a process whose engines
+# come from the disk cache never traces one and skips that import (0.28 s of the
+# 0.70 s start-up import, most of it scipy.fft through blackjax.diagnostics).
 
 __all__ = [
     "run_nuts", "run_hmc", "run_dynamic_hmc", "run_ghmc", "run_ess",
@@ -581,8 +582,8 @@ def _run_hmc_family(kind: str, problem: Problem, key: jax.Array,
                             "inverse_mass_matrix": inverse_mass_matrix},
                 problem.data_args, np.int64(num_integration_steps), np.float64(alpha), np.float64(delta))
 
-    # A fresh process loads stored engines: the warm-up's loads while the MAP start
-    # loads and runs, the sampler's while the warm-ups run (ExportedEngine.prefetch).
+    # In a fresh process the stored executables load in the background: the warm-up's
+    # while the MAP start loads and runs, the sampler's while the warm-ups run.
     warmup.prefetch(*warmup_args(chain_keys[0], jax.ShapeDtypeStruct((problem.n_dim,), np.float64)))
     z0 = _start_point(kind, options["start"], problem, key_map)
     warmed = [warmup(*warmup_args(chain_key, z0)) for chain_key in chain_keys]

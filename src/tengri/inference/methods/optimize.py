@@ -37,14 +37,15 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
-# optax is imported where the MAP engine is traced: a process whose engines come
-# from the disk cache never needs it (as blackjax in methods/mcmc.py).
 import numpy as np
 
 from tengri.errors import ParameterError
 from tengri.inference import registry
 from tengri.inference.methods._engine_cache import memoised_engine
 from tengri.inference.problem import Problem, RawResult, log_density
+
+# optax is imported where the MAP engine is traced: a process whose engines come
+# from the disk cache never needs it (as blackjax in methods/mcmc.py).
 
 __all__ = [
     "run_map", "run_laplace", "build_map_engine", "build_laplace_engine",
