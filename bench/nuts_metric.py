@@ -1,5 +1,5 @@
 """NUTS's metric: dense or diagonal, seeded from the Laplace covariance or the identity,
-at target acceptance 0.8 or 0.9.
+at target acceptance 0.8, 0.9 or 0.95.
 
 Fits N mocks drawn from the priors of ``bench/single_galaxy.py``'s model (delayed τ,
 Calzetti, nebular, 12 bands, z = 1, BAGPIPES' 0.1-dex SSP ages; S/N 20 plus a 1e-31
@@ -28,13 +28,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import write_json  # noqa: E402
 from single_galaxy import build_model  # noqa: E402
 
-SETTINGS = {  # name -> NUTS options; the first is the default before session 11, the last today's
+SETTINGS = {  # name -> NUTS options; the first is the default before session 11
     "diag_identity_ta08": {"use_dense": False, "metric_init": "identity", "target_accept": 0.8},
     "dense_identity_ta08": {"use_dense": True, "metric_init": "identity", "target_accept": 0.8},
     "diag_laplace_ta08": {"use_dense": False, "metric_init": "laplace", "target_accept": 0.8},
     "dense_laplace_ta08": {"use_dense": True, "metric_init": "laplace", "target_accept": 0.8},
     "diag_identity_ta09": {"use_dense": False, "metric_init": "identity", "target_accept": 0.9},
     "dense_laplace_ta09": {"use_dense": True, "metric_init": "laplace", "target_accept": 0.9},
+    "dense_laplace_ta095": {"use_dense": True, "metric_init": "laplace", "target_accept": 0.95},
 }
 
 
