@@ -40,31 +40,32 @@ Dense or diagonal (``use_dense``)
     parameters are strongly correlated (mass with age and A_V, age with τ), which a
     dense metric follows; a dense estimate from a few hundred warm-up draws gets
     noisy as the dimension grows (stochastic-SFH models have hundreds).
-    NUTS's defaults are the dense metric with the Laplace seed and a target
-    acceptance of 0.95. ``bench/nuts_metric.py`` (32 prior-drawn mocks of
-    ``bench/single_galaxy.py``'s model, 5 free parameters, one chain of 500 + 1000,
-    2-core CPU; records ``nuts_metric_cpu_2core_s11`` and, for 0.95,
-    ``nuts_metric_cpu_2core_s12_ta095``), median wall / min-ESS per second summed
-    over mocks / median min-ESS / divergences (mocks with > 10):
+    NUTS's defaults are the dense metric with the Laplace seed, a target
+    acceptance of 0.9 and a first warm-up step of :data:`INITIAL_STEP_SIZE`.
+    ``bench/nuts_metric.py`` (32 prior-drawn mocks of ``bench/single_galaxy.py``'s
+    model, 5 free parameters, one chain of 500 + 1000, 2-core CPU; records
+    ``nuts_metric_cpu_2core_s11``, ``…_s12_ta095`` with the first step 1.0 and
+    ``…_s12`` with 0.1), median wall / min-ESS per second summed over mocks /
+    median min-ESS / divergences (mocks with > 10):
 
-    ======================================  ======  =====  ====  ============
-    diagonal, identity seed, 0.8 (before)   1.11 s  96/s   125   792 (14)
-    dense, identity seed, 0.8               0.61 s  117/s  65    1207 (20)
-    diagonal, Laplace seed, 0.8             1.01 s  95/s   102   863 (18)
-    dense, Laplace seed, 0.8                0.52 s  140/s  64    1092 (21)
-    diagonal, identity seed, 0.9            1.31 s  89/s   114   498 (7)
-    dense, Laplace seed, 0.9                0.72 s  121/s  107   156 (6)
-    dense, Laplace seed, 0.95 (default)     1.02 s  105/s  106   70 (2)
-    ======================================  ======  =====  ====  ============
+    ============================================  ======  =====  ====  ============
+    diagonal, identity seed, 0.8 (before)         1.11 s  96/s   125   792 (14)
+    dense, identity seed, 0.8                     0.61 s  117/s  65    1207 (20)
+    diagonal, Laplace seed, 0.8                   1.01 s  95/s   102   863 (18)
+    dense, Laplace seed, 0.8                      0.52 s  140/s  64    1092 (21)
+    diagonal, identity seed, 0.9                  1.31 s  89/s   114   498 (7)
+    dense, Laplace seed, 0.9, first step 1.0      0.72 s  121/s  107   156 (6)
+    dense, Laplace seed, 0.95, first step 1.0     1.02 s  105/s  106   70 (2)
+    dense, Laplace seed, 0.9, first step 0.1      0.79 s  124/s  86    121 (2)
+    (default)
+    dense, Laplace seed, 0.95, first step 0.1     0.91 s  98/s   90    68 (3)
+    ============================================  ======  =====  ====  ============
 
     The divergences come from the narrow end of the age–τ ridge; a dense metric
     takes longer steps across the ridge, which a higher target shortens again.
-    0.9 gave more ESS per second on single chains, but in the SBC of
-    ``examples/sbc3.toml`` (200 simulations, 4 chains of 500 + 1000;
-    docs/validation.md) its longer early warm-up steps left one chain of 3
-    simulations in a low-probability tail (split-R̂ 1.21–1.72, up to 253
-    divergences) and A_V's ranks were non-uniform (p = 0.018); at 0.95: R̂ at most
-    1.09, 32 divergences in all against 422, rank p 0.28.
+    The first step matters with several chains: see :data:`INITIAL_STEP_SIZE` and
+    docs/validation.md (SBC of ``examples/sbc3.toml``: split-R̂ at most 1.72 from
+    1.0, 1.20 from 0.1; ``target_accept = 0.95`` from 1.0: 1.09).
 
 Elliptical slice sampling (``ess``; Murray, Adams & MacKay 2010)
     Exact here: in latent space the prior is ``N(0, I)``, so the ESS prior is
@@ -237,6 +238,16 @@ METRIC_SEED_PSEUDOCOUNT = 20.0
 """Draws' worth of weight each window's metric estimate gives the previous metric
 when ``metric_init = "laplace"``."""
 
+INITIAL_STEP_SIZE = 0.1
+"""Step size [latent units] the warm-up's dual averaging starts from. blackjax
+starts at 1.0 and skips Stan's search for a reasonable first step; dual averaging
+then shrinks towards 10× its start, so the first trajectories took steps of order
+1–10 where the adapted ones are 0.03–0.16 on the SED models. On the SBC of
+``examples/sbc3.toml`` (4 chains × (500 + 1000), 200 simulations) those early long
+trajectories left one chain of 3 simulations in a tail of little posterior mass
+(split-R̂ 1.21–1.72); from 0.1, split-R̂ at most 1.20 and 200 divergences in all
+instead of 422, with as much ESS per second on single chains (module notes)."""
+
 _HESSIAN_STEP = 1e-4
 """Latent step of the central differences of :func:`evaluated_start`."""
 
@@ -381,7 +392,8 @@ def build_hmc_warmup_engine(log_likelihood: Callable, n_dim: int, kind: str, n_w
         warmup = blackjax.window_adaptation(
             _started_at(algorithm, logdensity, logdensity_grad), logdensity_fn,
             is_mass_matrix_diagonal=not use_dense,
-            target_acceptance_rate=target_accept, adaptation_info_fn=lambda *_: None, **extra,
+            target_acceptance_rate=target_accept, initial_step_size=INITIAL_STEP_SIZE,
+            adaptation_info_fn=lambda *_: None, **extra,
         )
         (state, parameters), _ = warmup.run(key_adapt, start, num_steps=n_warmup)
         return {"state": tuple(state), "step_size": parameters["step_size"],
