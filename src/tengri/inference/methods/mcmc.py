@@ -244,7 +244,7 @@ starts at 1.0 and skips Stan's search for a reasonable first step; dual averagin
 then shrinks towards 10× its start, so the first trajectories took steps of order
 1–10 where the adapted ones are 0.03–0.16 on the SED models. On the SBC of
 ``examples/sbc3.toml`` (4 chains × (500 + 1000), 200 simulations) those early long
-trajectories left one chain of 3 simulations in a tail of little posterior mass
+trajectories left one chain in each of 3 simulations in a tail of little posterior mass
 (split-R̂ 1.21–1.72); from 0.1, split-R̂ at most 1.20 and 200 divergences in all
 instead of 422, with as much ESS per second on single chains (module notes)."""
 
