@@ -37,7 +37,7 @@ REPORT = BENCH_DIR.parent / "docs" / "benchmarks.md"
 SCRIPTS = {
     "forward_model": "photometry per evaluation (single, vmapped ×1000, gradient) vs bagpipes; target ≥ 100× batched",
     "single_galaxy": "NUTS on a 12-band mock: compile, sampling, min ESS/s; --bagpipes gives the wall-time ratio",
-    "nuts_metric": "NUTS's metric (dense/diagonal, Laplace/identity seed, target 0.8/0.9) on 32 prior-drawn mocks",
+    "nuts_metric": "NUTS's metric (dense/diagonal, Laplace/identity seed, target 0.8/0.9/0.95) on 32 prior-drawn mocks",
     "likelihood_speed": "likelihood gradient through band tables vs the component chain",
     "sfh_likelihood": "likelihood cost per SFH family (delayed, continuity, stochastic)",
     "compile": "cold vs warm-disk compile of each engine in a fresh process",

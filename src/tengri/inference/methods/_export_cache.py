@@ -334,8 +334,9 @@ def _initialise_linear_algebra() -> None:
     the Laplace engine) to their routines only when it lowers such an operation. A
     stored executable is not lowered in this process, so without this it would call
     unbound routines and crash the process (segmentation fault). jaxlib's own binding
-    call takes microseconds; where a jaxlib lacks it, lowering one small Cholesky
-    (~90 ms in a fresh process, no compilation) binds them too.
+    call takes ~0.1 s in a fresh process, most of it importing scipy.linalg, whose
+    routines it binds; where a jaxlib lacks it, lowering one small Cholesky (~90 ms,
+    no compilation) binds them too.
     """
     try:
         from jaxlib import lapack
