@@ -168,9 +168,11 @@ def run_one(galaxies, n_grid: int, method: str, options: dict, spec_resolution: 
                 "neg_elbo_change_last_10pct", "final_neg_bound", "neg_bound_change_last_10pct", "shared_ess",
                 "grid_mode_sigma", "grid_mode_tau_myr", "n_cells_drawn", "init", "init_sigma", "init_tau_myr",
                 "galaxy_acceptance_mean", "galaxy_acceptance_min", "galaxy_step_size_median", "n_shared_steps",
+                "n_drag_moves", "n_drag_stages", "shared_acceptance", "drag_acceptance",
                 "n_leapfrog", "conditional"):
         if key in post.diagnostics:
-            result[key] = post.diagnostics[key]
+            value = post.diagnostics[key]
+            result[key] = value.tolist() if isinstance(value, np.ndarray) else value
     print(post.summary_str(), f"[{result['total_s']:.1f} s total]", flush=True)
     return result
 
@@ -189,20 +191,22 @@ def main(argv=None) -> None:
                         help="evi's objective (PopulationFitter.run); laplace: a (σ, τ) grid")
     parser.add_argument("--evi-iterations", type=int, default=1500, help="Adam steps of the iw / elbo objectives")
     parser.add_argument("--evi-grid", type=int, nargs=2, default=[24, 24], help="laplace grid: n_sigma n_tau")
-    parser.add_argument("--mcmc-samples", type=int, default=2000, help="gibbs: kept sweeps per chain")
-    parser.add_argument("--mcmc-warmup", type=int, default=500, help="gibbs: adapting sweeps per chain")
-    parser.add_argument("--mcmc-shared-steps", type=int, default=30, help="gibbs: φ moves per sweep")
-    parser.add_argument("--raytrace-samples", type=int, default=500)
-    parser.add_argument("--raytrace-warmup", type=int, default=300)
+    # "mcmc" (Ray Tracing galaxy steps) and "gibbs" (HMC galaxy steps) are one sampler
+    parser.add_argument("--mcmc-samples", type=int, default=2000, help="mcmc / gibbs: kept sweeps per chain")
+    parser.add_argument("--mcmc-warmup", type=int, default=500, help="mcmc / gibbs: adapting sweeps per chain")
+    parser.add_argument("--mcmc-shared-steps", type=int, default=30, help="mcmc / gibbs: φ random-walk moves a sweep")
+    parser.add_argument("--mcmc-drag-moves", type=int, default=0, help="mcmc / gibbs: dragged φ moves per sweep")
+    parser.add_argument("--mcmc-drag-stages", type=int, default=8, help="mcmc / gibbs: stages of a dragged move")
+    parser.add_argument("--mcmc-chains", type=int, default=4, help="mcmc / gibbs: chains")
     parser.add_argument("--nuts-samples", type=int, default=500)
     parser.add_argument("--nuts-warmup", type=int, default=500)
     parser.add_argument("--nuts-chains", type=int, default=2)
     parser.add_argument("--nuts-max-doublings", type=int, default=8)
     parser.add_argument("--mcmc-init", default="map", choices=["map", "evi"],
-                        help="where raytrace / nuts chains start: per-galaxy MAPs at the prior centre, or the Laplace "
-                             "grid (gibbs always starts from Laplace-grid draws)")
+                        help="where nuts chains start: per-galaxy MAPs at the prior centre, or the Laplace "
+                             "grid (mcmc / gibbs always start from Laplace-grid draws)")
     parser.add_argument("--init-grid", type=int, nargs=2, default=[12, 12],
-                        help="Laplace grid (n_sigma n_tau) of gibbs' starts and table, and of --mcmc-init evi")
+                        help="Laplace grid (n_sigma n_tau) of mcmc / gibbs starts and table, and of --mcmc-init evi")
     parser.add_argument("--name", default="population")
     args = parser.parse_args(argv)
 
@@ -214,18 +218,17 @@ def main(argv=None) -> None:
         evi = {"objective": "laplace", "n_sigma": args.evi_grid[0], "n_tau": args.evi_grid[1]}
     else:
         evi = {"objective": args.evi_objective, "n_iterations": args.evi_iterations}
-    options = {"evi": evi,
-               "gibbs": {"n_iterations": args.mcmc_samples, "n_warmup": args.mcmc_warmup, "n_chains": 4,
-                        "n_shared_steps": args.mcmc_shared_steps,
-                        "init_evi_options": {"n_sigma": args.init_grid[0], "n_tau": args.init_grid[1]}},
-               "mcmc": {"n_iterations": args.raytrace_samples, "n_warmup": args.raytrace_warmup, "n_chains": 2},
-               "raytrace": {"n_iterations": args.raytrace_samples, "n_warmup": args.raytrace_warmup, "n_chains": 2},
+    gibbs = {"n_iterations": args.mcmc_samples, "n_warmup": args.mcmc_warmup, "n_chains": args.mcmc_chains,
+             "n_shared_steps": args.mcmc_shared_steps, "n_drag_moves": args.mcmc_drag_moves,
+             "n_drag_stages": args.mcmc_drag_stages,
+             "init_evi_options": {"n_sigma": args.init_grid[0], "n_tau": args.init_grid[1]}}
+    options = {"evi": evi, "gibbs": gibbs, "mcmc": dict(gibbs), "raytrace": dict(gibbs),
                "nuts": {"n_iterations": args.nuts_samples, "n_warmup": args.nuts_warmup,
                         "n_chains": args.nuts_chains, "use_dense": True,
                         "max_num_doublings": args.nuts_max_doublings},
                "vi": {"n_iterations": 8}}
     if args.mcmc_init == "evi":
-        for method in ("mcmc", "raytrace", "nuts"):
+        for method in ("nuts",):
             options[method].update(init="evi", init_evi_options={"n_sigma": args.init_grid[0],
                                                                   "n_tau": args.init_grid[1]})
     runs = []

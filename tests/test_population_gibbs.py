@@ -41,29 +41,38 @@ def data():
 
 
 def exact_posterior(y):
-    """Grid (φ_0, φ_1) posterior: weights (n, n), axes and every galaxy's E[z_i | φ] (n, n, N, D)."""
+    """Grid (φ_0, φ_1) posterior: weights (n, n), axes, every galaxy's E[z_i | φ] (n, n, N, D)
+    and Var[z_i | φ] (n, n, 1, 1)."""
     axis = np.linspace(-5, 5, 401)
     p0, p1 = np.meshgrid(axis, axis, indexing="ij")
     s, mu = np.exp(0.5 * p0)[..., None, None], 0.5 * p1[..., None, None]
     var = 1 + s**2
     log_post = (-0.5 * ((y - mu) ** 2 / var + np.log(var))).sum((-1, -2)) - 0.5 * (p0**2 + p1**2)
     weights = np.exp(log_post - log_post.max())
-    return weights / weights.sum(), p0, p1, s * (y - mu) / var
+    return weights / weights.sum(), p0, p1, s * (y - mu) / var, 1 / var
 
 
-@pytest.fixture(scope="module")
-def run(data):
+# φ moved by the random walk with transport, or only by dragged moves; galaxies by HMC
+# or Ray Tracing steps: each must leave the posterior invariant on its own
+MOVES = {"transport": {"n_shared_steps": 1}, "dragged": {"n_shared_steps": 0, "n_drag_moves": 1, "n_drag_stages": 3}}
+SAMPLERS = [("transport", "hmc"), ("dragged", "hmc"), ("transport", "raytrace"), ("dragged", "raytrace")]
+
+
+@pytest.fixture(scope="module", params=SAMPLERS, ids=["-".join(s) for s in SAMPLERS])
+def run(request, data):
     from tengri.inference.population_gibbs import build_gibbs_engine
 
-    engine = build_gibbs_engine(log_likelihoods, conditional_gaussian, n_leapfrog=6, n_warmup=300, n_samples=3000)
+    moves, galaxy_kernel = request.param
+    engine = build_gibbs_engine(log_likelihoods, conditional_gaussian, n_leapfrog=6, n_warmup=300, n_samples=3000,
+                                galaxy_kernel=galaxy_kernel, **MOVES[moves])
     starts = jnp.asarray([[-2.0, 2.0], [2.0, -2.0], [-1.0, -1.0], [1.5, 1.5]])
     latents0 = jnp.zeros((4, N_GALAXIES, D))
-    return engine(jax.random.PRNGKey(0), starts, latents0, data, jnp.full(N_GALAXIES, np.log(0.5)),
-                  0.5 * jnp.eye(2))
+    out = engine(jax.random.PRNGKey(0), starts, latents0, data, jnp.full(N_GALAXIES, np.log(0.5)), 0.5 * jnp.eye(2))
+    return {**out, "moves": moves}
 
 
 def test_shared_draws_match_the_exact_posterior(run, data):
-    weights, p0, p1, _ = exact_posterior(np.asarray(data["y"]))
+    weights, p0, p1, _, _ = exact_posterior(np.asarray(data["y"]))
     draws = np.asarray(run["shared"])  # (chains, n, 2)
     for j, grid in enumerate((p0, p1)):
         mean = np.sum(weights * grid)
@@ -76,15 +85,21 @@ def test_shared_draws_match_the_exact_posterior(run, data):
         assert chains.std() == pytest.approx(std, rel=0.1)
 
 
-def test_galaxy_draws_match_the_exact_posterior_means(run, data):
-    weights, _, _, conditional_means = exact_posterior(np.asarray(data["y"]))
+def test_galaxy_draws_match_the_exact_posterior_means_and_widths(run, data):
+    weights, _, _, conditional_means, conditional_var = exact_posterior(np.asarray(data["y"]))
     expected = np.einsum("ab,abnd->nd", weights, conditional_means)
+    second_moment = np.einsum("ab,abnd->nd", weights, conditional_var + conditional_means**2)
     latents = np.asarray(run["latents"]).reshape(-1, N_GALAXIES, D)
     np.testing.assert_allclose(latents.mean(0), expected, atol=0.06)
+    np.testing.assert_allclose(latents.std(0), np.sqrt(second_moment - expected**2), rtol=0.1)
 
 
 def test_warmup_tunes_acceptances_towards_their_targets(run):
     from tengri.inference.population_gibbs import TARGET_GALAXY_ACCEPTANCE
 
-    assert np.all(np.abs(np.asarray(run["galaxy_acceptance"]) - TARGET_GALAXY_ACCEPTANCE) < 0.1)
-    assert np.all(np.asarray(run["shared_acceptance"]) > 0.15)
+    # per galaxy the Robbins–Monro steps still wobble after 300 sweeps; on average they hit
+    acceptance = np.asarray(run["galaxy_acceptance"])
+    assert abs(acceptance.mean() - TARGET_GALAXY_ACCEPTANCE) < 0.05
+    assert np.all(np.abs(acceptance - TARGET_GALAXY_ACCEPTANCE) < 0.15)
+    moved = {"transport": "shared_acceptance", "dragged": "drag_acceptance"}[run["moves"]]
+    assert np.all(np.asarray(run[moved]) > 0.15)

@@ -27,7 +27,8 @@ grids) are not copied.
 
 The population log-density is itself a :class:`~tengri.inference.problem.Problem`
 (log-likelihood Σ_i log L_i, residuals the concatenated whitened residuals), so
-the Ray Tracing sampler and native geoVI run on it unchanged.
+NUTS and native geoVI run on it unchanged; the Metropolis-within-Gibbs samplers of
+:mod:`tengri.inference.population_gibbs` ("mcmc", "gibbs") use its per-galaxy pieces.
 """
 
 from __future__ import annotations
@@ -53,16 +54,20 @@ POPULATION_METHODS = ("evi", "vi", "mcmc", "raytrace", "nuts", "gibbs")
 _DATA_KEYS = ("flux_obs", "noise", "mask", "spec_obs", "spec_noise", "wave_spec")
 _SPEC_KEYS = ("spec_obs", "spec_noise", "wave_spec")
 _METHOD_LABELS = {"evi": "Hierarchical EVI (JIT)", "vi": "Hierarchical geoVI (vi_native)",
-                  "mcmc": "Hierarchical MCMC (Ray Tracing)", "raytrace": "Hierarchical MCMC (Ray Tracing)",
-                  "nuts": "Hierarchical MCMC (NUTS)", "gibbs": "Hierarchical MCMC (Metropolis-within-Gibbs)"}
+                  "nuts": "Hierarchical MCMC (NUTS)"}
+# the Metropolis-within-Gibbs sampler (population_gibbs) behind "mcmc", its alias "raytrace",
+# and "gibbs" (the same with HMC galaxy steps by default)
+_GIBBS_METHODS = ("mcmc", "raytrace", "gibbs")
+_GIBBS_LABELS = {False: "Hierarchical MCMC (Ray Tracing within Gibbs)", True: "Hierarchical MCMC (HMC within Gibbs)"}
 _EVI_OPTIONS = {"objective": "laplace", "n_sigma": 24, "n_tau": 24, "family": "arrow", "n_samples": None,
                 "n_importance": 16, "rank": 4, "learning_rate": 0.01, "init_scale": 0.1, "n_posterior_samples": 1000,
                 "n_eval_importance": 64, "proposal_scale": 2.0, "warmup_fraction": 0.5, "gauss_newton_steps": 25}
 _EVI_FAMILIES = ("arrow", "lowrank")
 _EVI_OBJECTIVES = ("laplace", "iw", "elbo")
-# "gibbs" (population_gibbs): sweeps = n_iterations (kept, default 2000) + n_warmup per chain
-_GIBBS_OPTIONS = {"n_chains": 4, "n_warmup": 500, "n_leapfrog": 8, "n_shared_steps": 30, "conditional": "grid",
-                  "gauss_newton_steps": 15}
+# _GIBBS_METHODS: sweeps = n_iterations (kept, default 2000) + n_warmup per chain; sample_hmc's
+# default is False for "mcmc" / "raytrace" and True for "gibbs"
+_GIBBS_OPTIONS = {"n_chains": 4, "n_warmup": 500, "n_leapfrog": 8, "n_shared_steps": 30, "n_drag_moves": 0,
+                  "n_drag_stages": 8, "conditional": "grid", "gauss_newton_steps": 15, "sample_hmc": False}
 # φ draws per Adam step: each costs K galaxy evaluations under "iw", one under "elbo"
 _EVI_DEFAULT_N_SAMPLES = {"iw": 4, "elbo": 16, "laplace": 1}
 
@@ -383,8 +388,8 @@ def _history_diagnostics(history: np.ndarray, name: str) -> dict:
             f"{name}_change_last_10pct": float(np.mean(head) - np.mean(tail)), f"{name}_history": history}
 
 
-_REGISTERED = {"vi": "vi_native", "mcmc": "mcmc_raytrace", "raytrace": "mcmc_raytrace", "nuts": "mcmc_nuts"}
-INIT_POINTS = ("map", "evi")  # where 'mcmc' / 'nuts' chains start (PopulationFitter.run)
+_REGISTERED = {"vi": "vi_native", "nuts": "mcmc_nuts"}
+INIT_POINTS = ("map", "evi")  # where 'nuts' chains start (PopulationFitter.run)
 
 
 def _with_defaults(method: str, options: dict, defaults: dict) -> dict:
@@ -420,20 +425,26 @@ def _evi_options(options: dict) -> dict:
     return opts
 
 
-def _gibbs_options(options: dict) -> dict:
-    """Options of "gibbs" with defaults, checked (ValueError for unknown ones)."""
-    opts = _with_defaults("gibbs", options, _GIBBS_OPTIONS)
+def _gibbs_options(method: str, options: dict) -> dict:
+    """Options of the Metropolis-within-Gibbs ``method`` with defaults, checked (ValueError
+    for unknown ones)."""
+    opts = _with_defaults(method, options, {**_GIBBS_OPTIONS, "sample_hmc": method == "gibbs"})
+    if not isinstance(opts["sample_hmc"], (bool, np.bool_)):
+        raise ParameterError(f"sample_hmc must be True or False, got {opts['sample_hmc']!r}")
     from tengri.inference.population_gibbs import CONDITIONALS
 
     if opts["conditional"] not in CONDITIONALS:
         raise ParameterError(f"conditional must be one of {CONDITIONALS}, got {opts['conditional']!r}")
-    minimum = {"n_chains": 2, "n_warmup": 0, "n_leapfrog": 1, "gauss_newton_steps": 1, "n_shared_steps": 1}
+    minimum = {"n_chains": 2, "n_warmup": 0, "n_leapfrog": 1, "gauss_newton_steps": 1, "n_shared_steps": 0,
+               "n_drag_moves": 0, "n_drag_stages": 1}
     for name, lowest in minimum.items():
         value = opts[name]
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lowest:
             why = " (split-R̂ needs several chains)" if name == "n_chains" else ""
             raise ParameterError(f"{name} must be an integer ≥ {lowest}{why}, got {value!r}")
-    return {k: v if k == "conditional" else int(v) for k, v in opts.items()}
+    if opts["n_shared_steps"] + opts["n_drag_moves"] == 0:
+        raise ParameterError("n_shared_steps and n_drag_moves are both 0: φ would never move")
+    return {k: v if k == "conditional" else bool(v) if k == "sample_hmc" else int(v) for k, v in opts.items()}
 
 
 def _registered_options(method: str, n_iterations: int | None, options: dict) -> dict:
@@ -683,41 +694,46 @@ class PopulationFitter:
             - ``"vi"``: geometric VI of the flat vector with
               :mod:`tengri.inference.methods.vi_native` (options of ``vi_native``);
               ``n_iterations``: ``n_kl_iter``.
-            - ``"gibbs"``: Metropolis-within-Gibbs
-              (:mod:`tengri.inference.population_gibbs`). Each sweep takes one HMC
-              step of every galaxy's latent given (σ, τ) (all galaxies at once,
-              whitened by each galaxy's Laplace approximation, per-galaxy step
-              sizes adapted in warm-up), then ``n_shared_steps`` random-walk
-              Metropolis moves of φ that carry every galaxy along with its
-              conditional Laplace Gaussian (exact: the Jacobian enters the
-              acceptance). Chains start from distinct draws of the Laplace grid
-              (:meth:`initialize_evi`, grid options in ``init_evi_options``,
-              default 12 × 12), which also sets the φ proposal's initial
-              covariance and, with ``conditional="grid"`` (default), the Laplace
-              modes and precisions interpolated to each proposed φ (no likelihood
-              evaluation; ``"gauss_newton"``: ``gauss_newton_steps`` (15) fresh
-              Gauss–Newton steps per proposal, slower). Options ``n_chains`` (4),
-              ``n_warmup`` (500 adapting sweeps), ``n_leapfrog`` (8),
-              ``n_shared_steps`` (30), ``conditional``, ``gauss_newton_steps``;
-              ``n_iterations``: kept sweeps per chain (2000). Needs what the
-              Laplace grid needs (equal data shapes, Gaussian noise). Measured on
-              the bench galaxies: docs/population_results.md.
+            - ``"mcmc"`` (alias ``"raytrace"``): Metropolis-within-Gibbs
+              (:mod:`tengri.inference.population_gibbs`) with Ray Tracing steps
+              for the galaxies. Each sweep takes one Ray Tracing step
+              (``n_leapfrog`` drift-kick-drift steps, :mod:`~tengri.inference.methods.raytrace`)
+              of every galaxy's latent given (σ, τ) (all galaxies at once, whitened
+              by each galaxy's Laplace approximation, per-galaxy step sizes adapted
+              in warm-up); ``sample_hmc=True`` takes an HMC step instead. Then
+              ``n_shared_steps`` random-walk Metropolis moves of φ that carry every
+              galaxy along with its conditional Laplace Gaussian (exact: the
+              Jacobian enters the acceptance), and ``n_drag_moves`` dragged moves
+              (longer φ proposals walked in ``n_drag_stages`` stages with a galaxy
+              step after each stage, Neal 2005). Chains start from distinct draws
+              of the Laplace grid (:meth:`initialize_evi`, grid options in
+              ``init_evi_options``, default 12 × 12), which also sets the φ
+              proposals' initial covariance and, with ``conditional="grid"``
+              (default), the Laplace modes and precisions interpolated to each
+              proposed φ (no likelihood evaluation; ``"gauss_newton"``:
+              ``gauss_newton_steps`` (15) fresh Gauss–Newton steps per proposal,
+              slower). Options ``n_chains`` (4), ``n_warmup`` (500 adapting
+              sweeps), ``n_leapfrog`` (8), ``n_shared_steps`` (30),
+              ``n_drag_moves`` (0), ``n_drag_stages`` (8), ``sample_hmc``
+              (False), ``conditional``, ``gauss_newton_steps``; ``n_iterations``:
+              kept sweeps per chain (2000). Needs what the Laplace grid needs
+              (equal data shapes, Gaussian noise). Measured on the bench
+              galaxies: docs/population_results.md.
+            - ``"gibbs"``: the same sampler with HMC galaxy steps by default
+              (``sample_hmc=True``).
             - ``"nuts"``: NUTS over the flat vector (options of ``mcmc_nuts``, at
-              least 2 chains).
-            - ``"mcmc"`` (alias ``"raytrace"``): Ray Tracing over the flat vector
-              (:mod:`~tengri.inference.methods.raytrace`, options of
-              ``mcmc_raytrace``; at least 2 chains, default 2); ``n_iterations``:
-              kept draws per chain. Neither it nor ``"nuts"`` converged on the
-              bench galaxies; ``"gibbs"`` did at N = 10 and 20
-              (docs/population_results.md).
-            "vi", "mcmc" and "nuts" start from the per-galaxy MAP
-            (:meth:`initialize`), unless ``init="evi"``.
-        init : {"map", "evi"}, keyword, "mcmc" / "nuts" only
+              least 2 chains); it did not converge on the bench galaxies
+              (docs/population_results.md). "vi" and "nuts" start from the
+              per-galaxy MAP (:meth:`initialize`); "nuts" from the Laplace grid
+              with ``init="evi"``.
+        init : {"map", "evi"}, keyword
+            Where chains start. ``"mcmc"`` / ``"raytrace"`` / ``"gibbs"``: always
+            ``"evi"`` (the default), distinct draws of the Laplace grid. ``"nuts"``:
             ``"map"`` (default): chains start at φ = 0 (the prior centre of σ, τ)
-            and each galaxy's MAP there. ``"evi"``: at the Laplace grid's median σ,
-            τ and each galaxy's Laplace mode given them (:meth:`initialize_evi`;
-            grid options in ``init_evi_options``, e.g. ``{"n_sigma": 12,
-            "n_tau": 12}``); the chains' ``init_jitter`` disperses them as usual.
+            and each galaxy's MAP there; ``"evi"``: at the Laplace grid's median σ,
+            τ and each galaxy's Laplace mode given them (grid options in
+            ``init_evi_options``, e.g. ``{"n_sigma": 12, "n_tau": 12}``); the
+            chains' ``init_jitter`` disperses them as usual.
         n_iterations : int, optional
             See above.
         key : jax PRNGKey, optional
@@ -733,23 +749,25 @@ class PopulationFitter:
             raise ParameterError(f"method {method!r} unknown; valid: {', '.join(POPULATION_METHODS)}")
         if n_iterations is not None and (not isinstance(n_iterations, (int, np.integer)) or n_iterations < 1):
             raise ParameterError(f"n_iterations must be a positive integer, got {n_iterations!r}")
-        init = kwargs.pop("init", "evi" if method == "gibbs" else "map")
+        gibbs = method in _GIBBS_METHODS
+        init = kwargs.pop("init", "evi" if gibbs else "map")
         init_evi_options = dict(kwargs.pop("init_evi_options", {}))
         if init not in INIT_POINTS:
             raise ParameterError(f"init must be one of {INIT_POINTS}, got {init!r}")
-        if method == "gibbs" and init != "evi":
-            raise ParameterError("init: 'gibbs' always starts from Laplace-grid draws (init='evi'); "
-                                 "init='map' applies to 'mcmc' / 'nuts'")
-        if init == "evi" and method not in ("gibbs", "mcmc", "raytrace", "nuts"):
-            raise ParameterError(f"init='evi' starts the chains of 'mcmc' / 'nuts', not method {method!r}")
+        if gibbs and init != "evi":
+            raise ParameterError(f"init: {method!r} always starts from Laplace-grid draws (init='evi'); "
+                                 "init='map' applies to 'nuts'")
+        if init == "evi" and not gibbs and method != "nuts":
+            raise ParameterError(f"init='evi' starts the chains of 'nuts', not method {method!r}")
         key = jax.random.PRNGKey(42) if key is None else key
         init_key, run_key = jax.random.split(key)
-        if method == "gibbs":
+        if gibbs:
             start = time.perf_counter()
-            options = _gibbs_options(kwargs)
-            draws, n_chains, diagnostics = self._run_gibbs(init_key, run_key, n_iterations, options, map_starts,
-                                                           map_steps, init_evi_options)
-            posterior = self._posterior(draws, n_chains, _METHOD_LABELS[method], diagnostics, keep_individual)
+            options = _gibbs_options(method, kwargs)
+            draws, n_chains, diagnostics = self._run_gibbs(method, init_key, run_key, n_iterations, options,
+                                                           map_starts, map_steps, init_evi_options)
+            posterior = self._posterior(draws, n_chains, _GIBBS_LABELS[options["sample_hmc"]], diagnostics,
+                                        keep_individual)
             posterior.wall_time_s = time.perf_counter() - start
             return posterior
         options = _evi_options(kwargs) if method == "evi" else _registered_options(method, n_iterations, kwargs)
@@ -776,7 +794,7 @@ class PopulationFitter:
         posterior.wall_time_s = time.perf_counter() - start
         return posterior
 
-    def _run_gibbs(self, init_key, key, n_iterations, opts: dict, map_starts: int, map_steps: int,
+    def _run_gibbs(self, method: str, init_key, key, n_iterations, opts: dict, map_starts: int, map_steps: int,
                    grid_options: dict):
         """Chains of :mod:`tengri.inference.population_gibbs` from distinct Laplace-grid draws:
         (draws (C, n, n_dim), C, diagnostics)."""
@@ -784,8 +802,8 @@ class PopulationFitter:
 
         gp = self.fitters[0].problem
         if not self.vmapped or gp.residuals is None:
-            raise ConfigError("method 'gibbs' needs galaxies whose data have equal shapes and a model with whitened "
-                              "residuals (Gaussian noise); use 'mcmc' or 'nuts'")
+            raise ConfigError(f"method {method!r} needs galaxies whose data have equal shapes and a model with "
+                              "whitened residuals (Gaussian noise); use 'nuts' or 'vi'")
         n_chains, d = opts["n_chains"], len(self.galaxy_names)
         grid_key, pick_key = jax.random.split(init_key)
         table = opts["conditional"] == "grid"
@@ -804,7 +822,8 @@ class PopulationFitter:
                                                                   opts["conditional"], opts["gauss_newton_steps"])
         n_samples = 2000 if n_iterations is None else int(n_iterations)
         engine = build_gibbs_engine(log_likelihoods, conditional, opts["n_leapfrog"], opts["n_warmup"], n_samples,
-                                    opts["n_shared_steps"])
+                                    opts["n_shared_steps"], opts["n_drag_moves"], opts["n_drag_stages"],
+                                    "hmc" if opts["sample_hmc"] else "raytrace")
         data = {"galaxies": self.problem.data_args["galaxies"], "shared_hyper": self.problem.data_args["shared_hyper"]}
         if table:
             t = self.laplace_table
@@ -829,6 +848,9 @@ class PopulationFitter:
                        "start_sigma": np.asarray(latent_to_physical_1d("uniform", starts[:, 0], hyper[0])),
                        "start_tau_myr": np.asarray(latent_to_physical_1d("uniform", starts[:, 1], hyper[1])),
                        **self.evi_diagnostics}
+        if opts["n_drag_moves"]:
+            diagnostics.update(drag_acceptance=np.asarray(out["drag_acceptance"]),
+                               drag_proposal_chol=np.asarray(out["drag_chol"]))
         return draws, n_chains, diagnostics
 
     def _run_evi(self, problem: Problem, key, n_iterations, opts: dict):
