@@ -200,6 +200,8 @@ def main(argv=None) -> None:
     parser.add_argument("--mcmc-drag-moves", type=int, default=0, help="mcmc / gibbs: dragged φ moves per sweep")
     parser.add_argument("--mcmc-drag-stages", type=int, default=8, help="mcmc / gibbs: stages of a dragged move")
     parser.add_argument("--mcmc-chains", type=int, default=4, help="mcmc / gibbs: chains")
+    parser.add_argument("--mcmc-step-jitter", type=float, nargs=2, default=[0.8, 1.2],
+                        help="mcmc / gibbs: range of the galaxy steps' log-uniform factor")
     parser.add_argument("--nuts-samples", type=int, default=500)
     parser.add_argument("--nuts-warmup", type=int, default=500)
     parser.add_argument("--nuts-chains", type=int, default=2)
@@ -225,7 +227,7 @@ def main(argv=None) -> None:
         evi = {"objective": args.evi_objective, "n_iterations": args.evi_iterations}
     gibbs = {"n_iterations": args.mcmc_samples, "n_warmup": args.mcmc_warmup, "n_chains": args.mcmc_chains,
              "n_shared_steps": args.mcmc_shared_steps, "n_drag_moves": args.mcmc_drag_moves,
-             "n_drag_stages": args.mcmc_drag_stages,
+             "n_drag_stages": args.mcmc_drag_stages, "step_jitter": tuple(args.mcmc_step_jitter),
              "init_evi_options": {"n_sigma": args.init_grid[0], "n_tau": args.init_grid[1]}}
     options = {"evi": evi, "gibbs": gibbs, "mcmc": dict(gibbs), "raytrace": dict(gibbs),
                "nuts": {"n_iterations": args.nuts_samples, "n_warmup": args.nuts_warmup,

@@ -184,6 +184,10 @@ def test_run_rejects_unknown_methods_and_options(population):
         population.run("mcmc", init="map")
     with pytest.raises(ParameterError, match="sample_hmc"):
         population.run("mcmc", sample_hmc="yes")
+    with pytest.raises(ParameterError, match="step_jitter"):
+        population.run("mcmc", step_jitter=(1.2, 0.8))
+    with pytest.raises(ParameterError, match="step_jitter"):
+        population.run("mcmc", step_jitter=0.5)
     with pytest.raises(ValueError, match="rank_of"):
         population.run("evi", rank_of=3)
     with pytest.raises(ParameterError, match="objective"):
@@ -266,7 +270,8 @@ def test_evi_init_is_rejected_outside_the_samplers(population):
 
 @pytest.mark.parametrize("method, options, label", [
     ("gibbs", {}, "Hierarchical MCMC (HMC within Gibbs)"),
-    ("mcmc", {"n_drag_moves": 1, "n_drag_stages": 2}, "Hierarchical MCMC (Ray Tracing within Gibbs)"),
+    ("mcmc", {"n_drag_moves": 1, "n_drag_stages": 2, "step_jitter": (0.3, 1.3)},
+     "Hierarchical MCMC (Ray Tracing within Gibbs)"),
 ])
 def test_gibbs_samplers_start_from_distinct_laplace_grid_draws(population, method, options, label):
     with pytest.warns(UserWarning, match="have not converged: sfh_field_psd_sigma .*ESS"):  # 80 draws < 100
@@ -278,6 +283,7 @@ def test_gibbs_samplers_start_from_distinct_laplace_grid_draws(population, metho
     assert diag["sample_hmc"] == (method == "gibbs")
     if options:
         assert diag["drag_acceptance"].shape == (4,) and np.all(diag["drag_acceptance"] >= 0.0)
+    assert tuple(diag["step_jitter"]) == options.get("step_jitter", (0.8, 1.2))
     sigma = post.shared_samples["sfh_field_psd_sigma"]
     # closed interval: a chain this short can sit far out in latent φ, where σ rounds to the edge
     assert sigma.shape == (80,) and np.all((sigma >= SIGMA_PRIOR[0]) & (sigma <= SIGMA_PRIOR[1]))

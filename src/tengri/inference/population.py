@@ -68,7 +68,8 @@ _EVI_OBJECTIVES = ("laplace", "iw", "elbo")
 # _GIBBS_METHODS: sweeps = n_iterations (kept, default 2000) + n_warmup per chain; sample_hmc's
 # default is False for "mcmc" / "raytrace" and True for "gibbs"
 _GIBBS_OPTIONS = {"n_chains": 4, "n_warmup": 500, "n_leapfrog": 8, "n_shared_steps": 30, "n_drag_moves": 0,
-                  "n_drag_stages": 8, "conditional": "grid", "gauss_newton_steps": 15, "sample_hmc": False}
+                  "n_drag_stages": 8, "conditional": "grid", "gauss_newton_steps": 15, "sample_hmc": False,
+                  "step_jitter": (0.8, 1.2)}
 # φ draws per Adam step: each costs K galaxy evaluations under "iw", one under "elbo"
 _EVI_DEFAULT_N_SAMPLES = {"iw": 4, "elbo": 16, "laplace": 1}
 
@@ -432,6 +433,12 @@ def _gibbs_options(method: str, options: dict) -> dict:
     opts = _with_defaults(method, options, {**_GIBBS_OPTIONS, "sample_hmc": method == "gibbs"})
     if not isinstance(opts["sample_hmc"], (bool, np.bool_)):
         raise ParameterError(f"sample_hmc must be True or False, got {opts['sample_hmc']!r}")
+    try:
+        lo, hi = (float(f) for f in opts["step_jitter"])
+    except (TypeError, ValueError):
+        lo = hi = float("nan")
+    if not 0.0 < lo <= hi:
+        raise ParameterError(f"step_jitter must be (lo, hi) with 0 < lo ≤ hi, got {opts['step_jitter']!r}")
     from tengri.inference.population_gibbs import CONDITIONALS
 
     if opts["conditional"] not in CONDITIONALS:
@@ -445,7 +452,8 @@ def _gibbs_options(method: str, options: dict) -> dict:
             raise ParameterError(f"{name} must be an integer ≥ {lowest}{why}, got {value!r}")
     if opts["n_shared_steps"] + opts["n_drag_moves"] == 0:
         raise ParameterError("n_shared_steps and n_drag_moves are both 0: φ would never move")
-    return {k: v if k == "conditional" else bool(v) if k == "sample_hmc" else int(v) for k, v in opts.items()}
+    kinds = {"conditional": str, "sample_hmc": bool, "step_jitter": lambda v: (float(v[0]), float(v[1]))}
+    return {k: kinds.get(k, int)(v) for k, v in opts.items()}
 
 
 def _registered_options(method: str, n_iterations: int | None, options: dict) -> dict:
@@ -737,11 +745,15 @@ class PopulationFitter:
               slower). Options ``n_chains`` (4), ``n_warmup`` (500 adapting
               sweeps), ``n_leapfrog`` (8), ``n_shared_steps`` (30),
               ``n_drag_moves`` (0), ``n_drag_stages`` (8), ``sample_hmc``
-              (False), ``conditional``, ``gauss_newton_steps``; ``n_iterations``:
+              (False), ``step_jitter`` ((0.8, 1.2): each galaxy step is the
+              adapted one times a factor drawn log-uniformly from this range;
+              (0.3, 1.3) helped 16 chains at N = 40), ``conditional``,
+              ``gauss_newton_steps``; ``n_iterations``:
               kept sweeps per chain (2000). Needs what the Laplace grid needs
               (equal data shapes, Gaussian noise). On the bench galaxies the
-              defaults converge at N = 10 and 20, not at 40 (16 chains × 16 000
-              sweeps do); a run that has not converged warns (below).
+              defaults converge at N = 10; N = 20 needs up to 8000 sweeps and
+              N = 40 16 chains × 16 000 with ``step_jitter=(0.3, 1.3)``; a run
+              that has not converged warns (below).
               Measured: docs/population_results.md.
             - ``"gibbs"``: the same sampler with HMC galaxy steps by default
               (``sample_hmc=True``).
@@ -857,7 +869,7 @@ class PopulationFitter:
         n_samples = 2000 if n_iterations is None else int(n_iterations)
         engine = build_gibbs_engine(log_likelihoods, conditional, opts["n_leapfrog"], opts["n_warmup"], n_samples,
                                     opts["n_shared_steps"], opts["n_drag_moves"], opts["n_drag_stages"],
-                                    "hmc" if opts["sample_hmc"] else "raytrace")
+                                    "hmc" if opts["sample_hmc"] else "raytrace", opts["step_jitter"])
         data = {"galaxies": self.problem.data_args["galaxies"], "shared_hyper": self.problem.data_args["shared_hyper"]}
         if table:
             t = self.laplace_table
@@ -871,7 +883,7 @@ class PopulationFitter:
         draws = np.concatenate([shared, latents.reshape(n_chains, n_samples, -1)], axis=2)
         hyper = np.asarray(self.problem.data_args["shared_hyper"])
         galaxy_acceptance = np.asarray(out["galaxy_acceptance"])
-        diagnostics = {**opts, "n_samples": n_samples, "init": "evi",
+        diagnostics = {**opts, "step_jitter": np.asarray(opts["step_jitter"]), "n_samples": n_samples, "init": "evi",
                        "acceptance_rate": float(np.mean(out["shared_acceptance"])),
                        "shared_acceptance": np.asarray(out["shared_acceptance"]),
                        "galaxy_acceptance_mean": float(np.mean(galaxy_acceptance)),
