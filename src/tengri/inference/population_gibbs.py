@@ -343,12 +343,13 @@ def build_gibbs_engine(log_likelihoods: Callable, conditional_gaussian: Callable
     ``shared_chol`` and ``drag_chol`` (C, S, S). Memoised on its arguments (one
     compilation per population).
     """
-    key = (log_likelihoods, conditional_gaussian, int(n_leapfrog), int(n_warmup), int(n_samples), int(n_shared_steps),
-           int(n_drag_moves), int(n_drag_stages), str(galaxy_kernel), tuple(float(f) for f in step_jitter))
     if galaxy_kernel not in GALAXY_KERNELS:
         raise ValueError(f"galaxy_kernel must be one of {GALAXY_KERNELS}, got {galaxy_kernel!r}")
-    if not 0.0 < key[-1][0] <= key[-1][1]:
+    lo, hi = (float(f) for f in step_jitter)
+    if not 0.0 < lo <= hi:
         raise ValueError(f"step_jitter must be (lo, hi) with 0 < lo ≤ hi, got {step_jitter!r}")
+    key = (log_likelihoods, conditional_gaussian, int(n_leapfrog), int(n_warmup), int(n_samples), int(n_shared_steps),
+           int(n_drag_moves), int(n_drag_stages), str(galaxy_kernel), (lo, hi))
     if key not in _ENGINES:
         _ENGINES[key] = _gibbs_engine(*key)
     return _ENGINES[key]

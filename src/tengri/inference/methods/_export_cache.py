@@ -265,7 +265,7 @@ class ExportedEngine:
         program_key = function_key(self._function)
         if program_key is None:
             return
-        path = directory / f"engine-{self._key(program_key, shapes)}-{_executable_key()}.xlaexec"
+        path = self._executable_path(directory, self._key(program_key, shapes))
         if not path.is_file():
             return
         _initialise_linear_algebra()  # once, in this thread: its fallback lowers a program
@@ -278,9 +278,14 @@ class ExportedEngine:
                  str(jax.config.jax_enable_x64))
         return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
+    @staticmethod
+    def _executable_path(directory: Path, key: str) -> Path:
+        """Where the compiled executable of the call keyed ``key`` is stored (this jaxlib and device)."""
+        return directory / f"engine-{key}-{_executable_key()}.xlaexec"
+
     def _load_or_export(self, directory: Path, program_key: str, shapes: tuple, args: tuple):
         key = self._key(program_key, shapes)
-        executable_path = directory / f"engine-{key}-{_executable_key()}.xlaexec"
+        executable_path = self._executable_path(directory, key)
         compiled = _load_executable(executable_path)
         if compiled is not None:
             _STATE["loaded"] += 1
