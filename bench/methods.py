@@ -57,12 +57,19 @@ Per method (warm call unless stated):
 - ``agreement``: |median − NUTS median| / NUTS σ per parameter (σ = standard
   deviation of the reference draws), ``max_dev_sigma`` its maximum, ``agrees``
   = all < 1. For map the point estimate (the mode) stands in for the median.
+- ``pareto_k``: an approximation's own reliability diagnostic, the Pareto k̂ of
+  its draws' importance weights (pathfinder, vi, mgvi, vi_native; > 0.7:
+  unreliable, ``tengri.analysis.diagnostics.pareto_k_warning``).
+- ``--keys K``: every method also runs with keys 2 … K−1; ``median_by_key``,
+  ``pareto_k_by_key`` and ``max_dev_sigma_by_key`` hold keys 0 … K−1 (key 0 is
+  the first call), and the table gives the range of the latter and how many
+  keys agree. A method whose answer depends on its random numbers shows here.
 
 Writes bench/out/methods.json and bench/out/methods.md (updated after every method;
 ``--resume`` keeps the rows of an earlier run and runs only the missing methods).
 
     .venv/bin/python bench/methods.py [--mock demo|sf|sf_young|sf_younger] [--quick]
-        [--reference-only] [--resume] [--methods LABEL ...] [--name NAME]
+        [--reference-only] [--resume] [--methods LABEL ...] [--keys K] [--name NAME]
 """
 
 from __future__ import annotations
@@ -193,17 +200,22 @@ def agreement(medians: dict, ref_median: dict, ref_sigma: dict) -> dict[str, flo
     return {n: abs(medians[n] - ref_median[n]) / ref_sigma[n] for n in ref_median}
 
 
-def method_row(fitter, label: str, method: str, options: dict, names) -> dict:
-    """Time a method twice; numbers and medians of the warm run."""
-    _, first_s = timed_run(fitter, method, 0, options)
+def method_row(fitter, label: str, method: str, options: dict, names,
+               n_keys: int = 2) -> dict:
+    """Time a method twice; numbers and medians of the warm run (key 1), and the
+    medians and Pareto k̂ of every key ``0 … n_keys − 1`` (key 0: the first call)."""
+    first, first_s = timed_run(fitter, method, 0, options)
     post, warm_s = timed_run(fitter, method, 1, options)
+    by_key = [first, post] + [timed_run(fitter, method, k, options)[0] for k in range(2, n_keys)]
     ess, ess_kind = min_ess(post, names)
     diag = post.diagnostics
     row = {"method": label, "options": options, "first_call_s": first_s, "warm_call_s": warm_s,
            "n_draws": post.n_samples, "min_ess": ess, "ess_kind": ess_kind,
            "min_ess_per_s": None if ess is None else ess / warm_s,
            "divergences": diag.get("divergences"), "acceptance_rate": diag.get("acceptance_rate"),
-           "median": centre(post, names)}
+           "pareto_k": diag.get("pareto_k"), "median": centre(post, names),
+           "median_by_key": [centre(p, names) for p in by_key],
+           "pareto_k_by_key": [p.diagnostics.get("pareto_k") for p in by_key]}
     return row
 
 
@@ -235,20 +247,30 @@ def markdown_table(rows: list[dict], header: str) -> str:
     def fmt(x, spec):
         return "–" if x is None else format(x, spec)
 
+    def keys(r):
+        devs = r.get("max_dev_sigma_by_key")
+        if not devs:
+            return "–"
+        return (f"{len(devs)}: {min(devs):.2f}–{max(devs):.2f} "
+                f"({sum(d < 1.0 for d in devs)}/{len(devs)} ✓)")
+
+    mark = {True: "✓", False: "✗", None: "–"}
     lines = [header, "",
              "| method | first call [s] | warm call [s] | min ESS | min ESS/s (warm) "
-             "| max \\|Δmedian\\|/σ_NUTS | worst parameter | agrees (< 1σ) | divergences |",
-             "|---|---:|---:|---:|---:|---:|---|:---:|---:|"]
+             "| max \\|Δmedian\\|/σ_NUTS | worst parameter | agrees (< 1σ) | divergences "
+             "| Pareto k̂ | keys: max \\|Δmedian\\|/σ range |",
+             "|---|---:|---:|---:|---:|---:|---|:---:|---:|---:|---|"]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['method']} | – | – | – | – | – | error: {r['error']} | ✗ | – |")
+            lines.append(f"| {r['method']} | – | – | – | – | – | error: {r['error']} | ✗ | – "
+                         f"| – | – |")
             continue
         lines.append(
             f"| {r['method']} | {r['first_call_s']:.1f} | {r['warm_call_s']:.2f} | "
             f"{fmt(r['min_ess'], '.0f')} | {fmt(r['min_ess_per_s'], '.1f')} | "
             f"{fmt(r.get('max_dev_sigma'), '.2f')} | {r.get('worst_parameter', '–')} | "
-            f"{ {True: '✓', False: '✗', None: '–'}[r.get('agrees')]} | "
-            f"{fmt(r.get('divergences'), 'd')} |")
+            f"{mark[r.get('agrees')]} | {fmt(r.get('divergences'), 'd')} | "
+            f"{fmt(r.get('pareto_k'), '.2f')} | {keys(r)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -262,9 +284,14 @@ def main() -> None:
     parser.add_argument("--reference-only", action="store_true",
                         help="run the NUTS reference, judge it by the criterion and stop")
     parser.add_argument("--methods", nargs="*", default=list(OPTIONS), help="labels to run")
+    parser.add_argument("--keys", type=int, default=2,
+                        help="run every method with keys 0 … KEYS−1 (key 0 is the first call, "
+                             "key 1 the warm call the table's agreement uses); default 2")
     parser.add_argument("--name", default="methods",
                         help="output file stem under bench/out (keeps a partial run apart)")
     args = parser.parse_args()
+    if args.keys < 2:
+        parser.error(f"--keys must be ≥ 2 (the first and the warm call), got {args.keys}")
     unknown = [label for label in args.methods if label not in OPTIONS]
     if unknown:
         parser.error(f"--methods: unknown labels {unknown}; known: {list(OPTIONS)}")
@@ -314,7 +341,7 @@ def main() -> None:
         method, options = OPTIONS[label]
         options = {**options, **(QUICK_OPTIONS.get(label, {}) if args.quick else {})}
         try:
-            row = method_row(fitter, label, method, options, names)
+            row = method_row(fitter, label, method, options, names, args.keys)
         except Exception as exc:  # one broken method must not hide the others
             traceback.print_exc()
             row = {"method": label, "options": options, "error": f"{type(exc).__name__}: {exc}"[:200]}
@@ -351,6 +378,10 @@ def write_outputs(name: str, mock: str, problem: str, quick: bool, names, rows: 
         worst = max(dev, key=dev.get)
         row.update(deviation_sigma=dev, max_dev_sigma=dev[worst], worst_parameter=worst,
                    agrees=bool(dev[worst] < 1.0))
+        if row.get("median_by_key"):
+            row["max_dev_sigma_by_key"] = [
+                max(agreement(m, reference["median"], reference["sigma"]).values())
+                for m in row["median_by_key"]]
     by_label = {r["method"]: r for r in rows}
     vi_ratio = None
     if all(k in by_label and "error" not in by_label[k] for k in ("vi", "vi_native")):

@@ -94,7 +94,7 @@ def main() -> None:
         row["topup_draws"] = n_topup
         row["topup_first_s"], row["topup_s"], draws = first_and_warm(
             draws_engine, key, kl["mean"], problem.data_args)
-        row["topup_sd"] = np.asarray(jnp.std(draws, axis=0)).tolist()
+        row["topup_sd"] = np.asarray(jnp.std(draws["draws"], axis=0)).tolist()
         if solver == "dense" or args.full_cg:
             full = vi_native.build_vi_native_engine(
                 problem.residuals, n_dim, int(opts["n_samples"]), opts["sample_mode"],

@@ -2,6 +2,7 @@
 failed galaxies reported in the summary, summary formats."""
 
 import os
+import warnings
 
 import h5py
 import jax
@@ -298,3 +299,26 @@ def test_sequential_fits_in_threads_equal_one_at_a_time(small_model):
             np.testing.assert_array_equal(a.samples[name], b.samples[name])
     with pytest.raises(ParameterError, match="n_threads"):
         CatalogFitter(small_model, gals, method="map", n_threads=0)
+
+
+def test_unreliable_approximations_are_reported_once_for_the_catalog(small_model, monkeypatch):
+    from tengri.errors import ApproximationWarning
+    from tengri.inference import registry
+    from tengri.inference.problem import RawResult
+
+    calls = []
+
+    def approximation(problem, key, **options):  # galaxies 0 and 2 get k̂ 1.5
+        calls.append(key)
+        draws = problem.init + 0.01 * jax.random.normal(key, (1, 40, problem.n_dim))
+        return RawResult(method="mgvi", point=problem.init, samples=draws,
+                         diagnostics={"pareto_k": 1.5 if len(calls) % 2 else 0.2})
+
+    monkeypatch.setattr(registry, "get_runner", lambda name: approximation)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = CatalogFitter(small_model, mock_galaxies(small_model, 4), method="mgvi").run()
+    approximate = [w for w in caught if issubclass(w.category, ApproximationWarning)]
+    assert len(approximate) == 1, [str(w.message) for w in caught]
+    assert "for 2 of 4 galaxies (g000, g002)" in str(approximate[0].message)
+    assert [p.diagnostics["pareto_k"] for p in result.posteriors] == [1.5, 0.2, 1.5, 0.2]

@@ -1,5 +1,7 @@
 """Fitter: MAP and NUTS on one mock galaxy; errors for bad input."""
 
+import warnings
+
 import jax
 import numpy as np
 import pytest
@@ -80,3 +82,24 @@ def test_spectroscopic_options_rejected_for_photometry(phot_model, mock):
 def test_summary_lists_parameters_and_methods(phot_model, mock):
     text = Fitter(phot_model, *mock).summary()
     assert "photometry" in text and "stellar_mass" in text and "nuts" in text
+
+
+def test_run_warns_when_an_approximation_reports_a_large_pareto_k(phot_model, mock, monkeypatch):
+    from tengri.inference import registry
+    from tengri.inference.problem import RawResult
+
+    def approximation(problem, key, **options):  # draws around the start, the k̂ given
+        draws = problem.init + 0.01 * jax.random.normal(key, (1, 50, problem.n_dim))
+        return RawResult(method="mgvi", point=problem.init, samples=draws,
+                         diagnostics={"pareto_k": pareto_k})
+
+    fitter = Fitter(phot_model, *mock)
+    monkeypatch.setattr(registry, "get_runner", lambda name: approximation)
+    pareto_k = 2.5
+    with pytest.warns(UserWarning, match=r"run\('mgvi'\): Pareto k̂ = 2.50 > 0.7"):
+        post = fitter.run("mgvi")
+    assert not post.check_convergence()["all_converged"]
+    pareto_k = 0.4
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert fitter.run("mgvi").check_convergence()["all_converged"]

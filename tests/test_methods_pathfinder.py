@@ -17,12 +17,11 @@ import numpy as np
 import pytest
 
 import tengri  # noqa: F401  (float64)
+from tengri.analysis.diagnostics import psis_log_weights, resample_indices
 from tengri.errors import ParameterError
 from tengri.inference.methods.pathfinder import (
     build_pathfinder_engine,
     gaussian_log_pdf,
-    psis_log_weights,
-    resample_indices,
     run_pathfinder,
 )
 from tengri.inference.problem import Problem

@@ -131,6 +131,16 @@ def test_check_convergence_flags_short_chains():
     assert [w.split(":")[0] for w in conv["warnings"]] == ["slow"]
 
 
+@pytest.mark.parametrize("k, flagged", [(1.3, True), (0.5, False), (float("nan"), False)])
+def test_check_convergence_reads_an_approximations_pareto_k(k, flagged):
+    # independent draws pass the autocorrelation test; k̂ > 0.7 says they miss the posterior
+    draws = np.random.default_rng(6).normal(size=1000)
+    post = Posterior({"x": draws}, {"x": 0.0}, "mgvi", 1.0, diagnostics={"pareto_k": k})
+    conv = post.check_convergence()
+    assert conv["all_converged"] is (not flagged)
+    assert any("Pareto k̂ = 1.30" in w for w in conv["warnings"]) is flagged
+
+
 def test_check_convergence_passes_long_chains(sampled):
     conv = sampled.check_convergence()
     assert conv["all_converged"], conv["warnings"]

@@ -130,6 +130,8 @@ def test_nuts_chains_stay_in_the_bulk_where_early_long_steps_left_one_in_a_tail(
 
 
 @pytest.mark.slow
+# SBC judges calibration itself; a simulation's k̂ > 0.7 is not a failure of this test
+@pytest.mark.filterwarnings("ignore::tengri.errors.ApproximationWarning")
 def test_vi_native_is_calibrated_on_a_three_parameter_model(tmp_path):
     # geoVI in pure JAX: ~30 s for 96 simulations on 2 CPU cores (one seed per fit)
     n = 96

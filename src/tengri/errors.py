@@ -4,7 +4,7 @@ Every error names the offending argument and, where there is a closed set of
 valid values, lists them.
 """
 
-__all__ = ["ParameterError", "DataError", "ConfigError"]
+__all__ = ["ParameterError", "DataError", "ConfigError", "ApproximationWarning"]
 
 
 class ParameterError(ValueError):
@@ -18,3 +18,8 @@ class DataError(ValueError):
 
 class ConfigError(ValueError):
     """A model configuration (TOML or dict) that cannot be turned into a model."""
+
+
+class ApproximationWarning(UserWarning):
+    """An approximate posterior (VI, Pathfinder) whose own diagnostic, the Pareto k̂
+    of its draws' importance weights, says it misses part of the posterior."""

@@ -52,13 +52,15 @@ so ``strategy="auto"`` batches map/laplace only, and ``batch_mode="auto"`` uses
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 import jax
 import numpy as np
 
-from tengri.errors import DataError, ParameterError
+from tengri.analysis.diagnostics import PARETO_K_RELIABLE
+from tengri.errors import ApproximationWarning, DataError, ParameterError
 from tengri.inference import cache, host_keys, registry
 
 __all__ = ["CatalogFitter", "CatalogResult", "GalaxyRecord", "galaxy_key", "galaxy_keys", "STRATEGIES",
@@ -352,7 +354,23 @@ class CatalogFitter:
                     post._model = self.model
             posteriors += chunk_posts
             rows += chunk_rows
+        _warn_unreliable_approximations(self.method, posteriors, rows)
         return posteriors, rows
+
+
+def _warn_unreliable_approximations(method: str, posteriors: list, rows: list) -> None:
+    """One ApproximationWarning for a set of galaxies (the per-galaxy ones of
+    ``Fitter.run`` are silenced) naming those whose Pareto k̂ exceeds
+    ``PARETO_K_RELIABLE``."""
+    flagged = [row["id"] for post, row in zip(posteriors, rows) if post is not None
+               and post.diagnostics.get("pareto_k", float("nan")) > PARETO_K_RELIABLE]
+    if flagged:
+        shown = ", ".join(map(str, flagged[:10])) + (", ..." if len(flagged) > 10 else "")
+        warnings.warn(
+            f"{method}: Pareto k̂ > {PARETO_K_RELIABLE} for {len(flagged)} of {len(rows)} "
+            f"galaxies ({shown}): their approximations miss part of the posterior; "
+            f"posterior.diagnostics['pareto_k'] per galaxy. Check them with a sampler.",
+            ApproximationWarning, stacklevel=3)
 
 
 def positive_count(name: str, value) -> int:
@@ -364,9 +382,11 @@ def positive_count(name: str, value) -> int:
 
 def _fit_chunk_remote(model, records, method, options, key, n_pad, strategy, batch_mode,
                       fitter_options=None):
-    """A dask task: fit ``records``; posteriors travel back without model or fitter."""
-    posteriors, rows = fit_records(model, records, method, options, key, n_pad, strategy,
-                                   batch_mode=batch_mode, fitter_options=fitter_options)
+    """A dask task: fit ``records``; posteriors travel back without model or fitter
+    (and the catalog's ApproximationWarning is raised by the client)."""
+    posteriors, rows = _fit_records_quietly(model, records, method, options, key, n_pad,
+                                            strategy, None, resolve_batch_mode(batch_mode),
+                                            fitter_options, 1)
     for post in posteriors:
         if post is not None:
             post._model = None
@@ -384,8 +404,30 @@ def fit_records(model, records: Sequence[GalaxyRecord], method: str, options: di
     ``strategy`` is ``"batched"`` or ``"sequential"`` (as chosen by CatalogFitter);
     ``batch_mode`` and ``n_threads`` as in :class:`CatalogFitter`; ``fitter_options``
     are the spectroscopic Fitter arguments of galaxies with a spectrum.
+
+    Warns
+    -----
+    ApproximationWarning
+        Once, naming the galaxies whose approximation (``vi``, ``mgvi``,
+        ``vi_native``, ``pathfinder``) has a Pareto k̂ above 0.7; the per-galaxy
+        warnings of ``Fitter.run`` are silenced.
     """
-    batch_mode = resolve_batch_mode(batch_mode)
+    posteriors, rows = _fit_records_quietly(model, records, method, options, key, n_pad,
+                                            strategy, progress, resolve_batch_mode(batch_mode),
+                                            fitter_options, n_threads)
+    _warn_unreliable_approximations(method, posteriors, rows)
+    return posteriors, rows
+
+
+def _fit_records_quietly(*args) -> tuple[list, list]:
+    """:func:`_fit_records` without the per-galaxy ApproximationWarnings."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ApproximationWarning)
+        return _fit_records(*args)
+
+
+def _fit_records(model, records, method, options, key, n_pad, strategy, progress, batch_mode,
+                 fitter_options, n_threads) -> tuple[list, list]:
     from tengri.catalog_summary import error_row
 
     posteriors: list = [None] * len(records)

@@ -17,12 +17,14 @@ import dataclasses
 import os
 import threading
 import time
+import warnings
 from typing import Any, Mapping, Sequence
 
 import jax
 import numpy as np
 
-from tengri.errors import ParameterError
+from tengri.analysis import diagnostics as diag
+from tengri.errors import ApproximationWarning, ParameterError
 from tengri.inference import cache, host_keys, registry
 from tengri.inference.methods._engine_cache import recording_engine_use
 from tengri.inference.problem import Problem, RawResult
@@ -298,6 +300,14 @@ class Fitter:
             An option the method does not take.
         RuntimeError
             The background compilation (``compile_modes``) failed.
+
+        Warns
+        -----
+        tengri.errors.ApproximationWarning
+            (a UserWarning) An approximation (``pathfinder``, ``vi``, ``mgvi``,
+            ``vi_native``) whose draws' importance weights have a Pareto k̂ above
+            0.7 (``posterior.diagnostics["pareto_k"]``): it misses part of the
+            posterior.
         """
         self.wait_for_compile()
         name = registry.canonical_method(method)
@@ -315,6 +325,9 @@ class Fitter:
         wall = time.perf_counter() - start
         posterior = self._posterior(raw, wall)
         cache.finish_run(used, (self._signature, name), lean_run)
+        unreliable = diag.pareto_k_warning(f"run({method!r})", posterior.diagnostics.get("pareto_k"))
+        if unreliable is not None:
+            warnings.warn(unreliable, ApproximationWarning, stacklevel=2)
         return posterior
 
     def compile(

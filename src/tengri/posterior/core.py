@@ -378,11 +378,16 @@ class Posterior:
         return out
 
     def check_convergence(self) -> dict:
-        """Whether every parameter's chains exceed 5 autocorrelation times.
+        """Whether every parameter's chains exceed 5 autocorrelation times, and
+        whether an approximation's draws are trustworthy.
 
         See :func:`tengri.analysis.diagnostics.check_convergence` (Behroozi 2025):
         returns ``{"all_converged", "warnings", "tau", "n_samples", "n_per_chain",
-        "constant"}``.
+        "constant"}``. Independent draws pass that test by construction, so for a
+        method that reports the Pareto k̂ of its draws' importance weights
+        (``diagnostics["pareto_k"]``: ``pathfinder``, ``vi``, ``mgvi``,
+        ``vi_native``) a k̂ above ``PARETO_K_RELIABLE`` (0.7) adds a warning and
+        sets ``all_converged`` to False.
 
         Examples
         --------
@@ -390,7 +395,12 @@ class Posterior:
         >>> if not conv["all_converged"]:  # doctest: +SKIP
         ...     print("\\n".join(conv["warnings"]))
         """
-        return diag.check_convergence(self._require_samples("check_convergence"), self.n_chains)
+        result = diag.check_convergence(self._require_samples("check_convergence"), self.n_chains)
+        unreliable = diag.pareto_k_warning(self.method, self.diagnostics.get("pareto_k"))
+        if unreliable is not None:
+            result["warnings"].append(unreliable)
+            result["all_converged"] = False
+        return result
 
     def ess_table(self) -> str:
         """ESS, τ, median and 68% interval per scalar parameter, as a text table.

@@ -40,25 +40,23 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
-from arviz_stats.base.array import array_stats
 from blackjax.optimizers.lbfgs import (
     _minimize_lbfgs,
     bfgs_sample,
     lbfgs_inverse_hessian_factors,
 )
 
+from tengri.analysis.diagnostics import psis_log_weights, resample_indices
 from tengri.errors import ParameterError
 from tengri.inference.methods._engine_cache import memoised_engine
 from tengri.inference.methods.optimize import initial_point, positive_int, validated_options
 from tengri.inference.problem import Problem, RawResult, log_density
 
-__all__ = ["run_pathfinder", "build_pathfinder_engine", "one_path", "psis_log_weights",
-           "resample_indices"]
+__all__ = ["run_pathfinder", "build_pathfinder_engine", "one_path"]
 
 
 # "mixture": q = the equal mixture of all paths' Gaussians; "path": each draw's own path's
 IMPORTANCE_WEIGHTS = ("mixture", "path")
-PSIS_MIN_DRAWS = 20  # fewer finite draws than this are not Pareto-smoothed
 # blackjax.vi.pathfinder's L-BFGS settings (history size, tolerances, line-search steps)
 LBFGS_HISTORY = 10
 LBFGS_GTOL = 1e-8
@@ -185,48 +183,6 @@ def build_pathfinder_engine(log_likelihood: Callable, n_dim: int, maxiter: int,
         return out
 
     return engine
-
-
-def psis_log_weights(log_weights: np.ndarray) -> tuple[np.ndarray, float]:
-    """Pareto-smoothed, normalised importance log weights and the Pareto k̂.
-
-    Parameters
-    ----------
-    log_weights : array of shape (n,)
-        ``log p(x) − log q(x)`` of the draws, up to a constant; non-finite entries
-        (a draw where the density could not be evaluated) get zero weight.
-
-    Returns
-    -------
-    (array of shape (n,), float)
-        Smoothed log weights with ``logsumexp = 0``, and k̂ (nan, and the weights
-        not smoothed, below ``PSIS_MIN_DRAWS`` finite draws) of the largest weights'
-        generalised Pareto fit (arviz): below 0.7 the importance-weighted
-        estimates are reliable (Vehtari et al. 2024, JMLR 25:72).
-    """
-    log_weights = np.asarray(log_weights, dtype=np.float64)
-    finite = np.isfinite(log_weights)
-    if not finite.any():
-        raise ValueError("pathfinder: no draw has a finite log density; cannot weight them")
-    smoothed = np.full(log_weights.shape, -np.inf)
-    if finite.sum() < PSIS_MIN_DRAWS:  # too few draws to fit a tail: raw weights, no k̂
-        smoothed[finite] = log_weights[finite] - np.logaddexp.reduce(log_weights[finite])
-        return smoothed, float("nan")
-    # arviz's psislw is written for PSIS-LOO, whose ratios are 1 / p(y_i | θ): it
-    # takes log-likelihoods and smooths their negatives, hence the minus sign
-    lw, khat = array_stats.psislw(-(log_weights[finite] - log_weights[finite].max()))
-    smoothed[finite] = lw
-    return smoothed, float(khat)
-
-
-def resample_indices(log_weights: np.ndarray, uniforms: np.ndarray) -> np.ndarray:
-    """Multinomial resampling: for each uniform in [0, 1), the index of the draw
-    whose cumulative normalised weight first exceeds it. Shapes (n,), (m,) → (m,)."""
-    weights = np.exp(log_weights - np.logaddexp.reduce(log_weights))
-    cumulative = np.cumsum(weights)
-    cumulative /= cumulative[-1]
-    return np.minimum(np.searchsorted(cumulative, uniforms, side="right"),
-                      len(weights) - 1)
 
 
 def _path_diagnostics(out: dict[str, np.ndarray], best: int) -> dict[str, Any]:

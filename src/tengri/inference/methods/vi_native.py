@@ -87,6 +87,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.sparse.linalg import cg
 
+from tengri.analysis.diagnostics import pareto_k
 from tengri.errors import ParameterError
 from tengri.inference.methods._engine_cache import memoised_engine
 from tengri.inference.methods.optimize import initial_point, run_map_engine
@@ -99,6 +100,7 @@ __all__ = [
     "metric_sample",
     "geovi_transform_sample",
     "draw_offsets",
+    "approximation_log_weights",
     "kl_energy",
     "minimize_kl",
     "build_vi_native_engine",
@@ -407,6 +409,57 @@ def draw_offsets(residuals: Callable, mean: jax.Array, data_args: Any, key: jax.
     return samples - mean
 
 
+
+def approximation_log_weights(residuals: Callable, mean: jax.Array, draws: jax.Array,
+                              data_args: Any, nonlinear: bool) -> jax.Array:
+    """Importance log weights ``log p(ξ) − log q(ξ)`` of draws of the approximation at ``mean``.
+
+    ``p ∝ exp(−|r(ξ)|²/2 − |ξ|²/2)`` is the latent posterior the VI fits. ``q`` is
+    the distribution the draws come from: MGVI's ``N(ξ̄, M̄⁻¹)`` (``nonlinear``
+    false; ``log q = −δᵀM̄δ/2``, ``δ = ξ − ξ̄``), or geoVI's push-forward of
+    ``t ~ N(0, M̄)`` through the inverse of ``ξ ↦ t(ξ) = δ + J̄ᵀ(r(ξ) − r(ξ̄))``
+    (``log q = −tᵀM̄⁻¹t/2 + log|det(I + J̄ᵀJ(ξ))|``). Both are exact for draws made
+    at ``mean`` by :func:`draw_offsets` (mirrored or not), up to one constant
+    shared by all draws, which Pareto smoothing ignores. Each draw's Jacobian is
+    formed explicitly (forward mode) for the geoVI determinant.
+
+    Parameters
+    ----------
+    residuals : callable
+        ``(ξ (d,), data_args) -> r (n,)`` whitened residuals.
+    mean : jax.Array, shape (d,)
+        Expansion point ``ξ̄`` the draws were made at.
+    draws : jax.Array, shape (m, d)
+        Absolute positions ``ξ``.
+    data_args : pytree
+    nonlinear : bool
+        Whether the draws are geoVI samples (else linear MGVI samples).
+
+    Returns
+    -------
+    jax.Array, shape (m,)
+    """
+    r_bar, jac_bar = residuals_and_jacobian(residuals, mean, data_args)
+    identity = jnp.eye(mean.shape[0], dtype=mean.dtype)
+    metric_factor = jax.scipy.linalg.cho_factor(jac_bar.T @ jac_bar + identity, lower=True)
+
+    def one(x):
+        delta = x - mean
+        if nonlinear:
+            r_x, jac_x = residuals_and_jacobian(residuals, x, data_args)
+            t = delta + jac_bar.T @ (r_x - r_bar)
+            _, log_det = jnp.linalg.slogdet(identity + jac_bar.T @ jac_x)
+            log_q = -0.5 * jnp.vdot(t, jax.scipy.linalg.cho_solve(metric_factor, t)) + log_det
+        else:
+            r_x = residuals(x, data_args)
+            j_delta = jac_bar @ delta
+            log_q = -0.5 * (jnp.vdot(j_delta, j_delta) + jnp.vdot(delta, delta))
+        log_p = -0.5 * (jnp.vdot(r_x, r_x) + jnp.vdot(x, x))
+        return log_p - log_q
+
+    return jax.lax.map(one, draws, batch_size=_geovi_chunk(draws.shape[0]))
+
+
 def kl_energy(residuals: Callable, mean: jax.Array, offsets: jax.Array, data_args: Any
               ) -> jax.Array:
     """Sampled KL energy ``mean_i [|r(ξ̄+δ_i)|²/2 + |ξ̄+δ_i|²/2]`` (no constants)."""
@@ -518,8 +571,11 @@ def build_vi_native_engine(residuals: Callable, n_dim: int, n_samples: int, samp
     -------
     callable
         ``engine(key, z0, data_args, n_kl_iter, tol_kl) -> dict`` with ``mean``
-        (d,), ``draws`` (n_posterior_samples, d), ``energies`` (max_iterations,;
-        NaN past ``n_iter``), ``n_iter``, ``converged`` and ``energy`` (final KL).
+        (d,), ``draws`` (n_posterior_samples, d), ``log_weights`` (importance log
+        weights of the draws made at the final mean, the top-ups:
+        :func:`approximation_log_weights`; empty without top-ups), ``energies``
+        (max_iterations,; NaN past ``n_iter``), ``n_iter``, ``converged`` and
+        ``energy`` (final KL).
     """
     _dense(solver, n_dim)  # validates solver
     nonlinear = sample_mode.startswith("nonlinear")
@@ -558,13 +614,16 @@ def build_vi_native_engine(residuals: Callable, n_dim: int, n_samples: int, samp
 
         state, energies = jax.lax.scan(step, state, jnp.arange(max_iterations))
         draws = state.offsets
+        log_weights = jnp.zeros((0,), z0.dtype)
         if n_extra_pairs > 0:
             extra = draw_offsets(residuals, state.mean, data_args, draw_key, n_extra_pairs,
                                  nonlinear, mirror_samples, solver=solver)
             draws = jnp.concatenate([draws, extra])
+            log_weights = approximation_log_weights(residuals, state.mean, state.mean + extra,
+                                                    data_args, nonlinear)
         return {"mean": state.mean, "draws": state.mean + draws[:n_posterior_samples],
-                "energies": energies, "n_iter": state.n_iter, "converged": state.converged,
-                "energy": state.energy}
+                "log_weights": log_weights, "energies": energies, "n_iter": state.n_iter,
+                "converged": state.converged, "energy": state.energy}
 
     return engine
 
@@ -572,9 +631,10 @@ def build_vi_native_engine(residuals: Callable, n_dim: int, n_samples: int, samp
 @memoised_engine
 def build_vi_draws_engine(residuals: Callable, n_dim: int, n_draws: int, nonlinear: bool,
                           mirror_samples: bool, solver: str = "auto") -> Callable:
-    """Jitted ``(key, mean, data_args) -> (n_draws, d)`` draws of the linear or geoVI
-    approximation at ``mean`` (used to top up NIFTy's few VI samples); ``solver``
-    as in :func:`metric_sample`."""
+    """Jitted ``(key, mean, data_args) -> dict`` of draws of the linear or geoVI
+    approximation at ``mean`` (used to top up NIFTy's few VI samples): ``draws``
+    (n_draws, d) and their importance ``log_weights`` (n_draws,;
+    :func:`approximation_log_weights`). ``solver`` as in :func:`metric_sample`."""
     _dense(solver, n_dim)  # validates solver
     n_pairs = -(-n_draws // (2 if mirror_samples else 1))
 
@@ -582,7 +642,9 @@ def build_vi_draws_engine(residuals: Callable, n_dim: int, n_draws: int, nonline
     def engine(key, mean, data_args):
         offsets = draw_offsets(residuals, mean, data_args, key, n_pairs, nonlinear,
                                mirror_samples, solver=solver)
-        return mean + offsets[:n_draws]
+        draws = mean + offsets[:n_draws]
+        return {"draws": draws, "log_weights": approximation_log_weights(
+            residuals, mean, draws, data_args, nonlinear)}
 
     return engine
 
@@ -660,7 +722,11 @@ def run_vi_native(problem: Problem, key: jax.Array, **options) -> RawResult:
     RawResult
         ``point`` the VI mean ``ξ̄``; ``samples`` (1, n_posterior_samples, d);
         ``loss_history`` the KL energy per iteration; diagnostics ``n_iter``,
-        ``converged``, ``final_kl``, ``seed_final_kl``, ``n_vi_samples``.
+        ``converged``, ``final_kl``, ``seed_final_kl``, ``n_vi_samples``,
+        ``sample_mode`` and ``pareto_k`` (the Pareto k̂ of the top-up draws'
+        importance weights, :func:`approximation_log_weights`; above
+        ``importance.PARETO_K_RELIABLE`` (0.7) the approximation misses part of
+        the posterior; nan with fewer than 20 top-up draws).
     """
     opts = check_vi_options("vi_native", options, problem)
     n_kl_iter = int(opts["n_kl_iter"])
@@ -688,6 +754,7 @@ def run_vi_native(problem: Problem, key: jax.Array, **options) -> RawResult:
         "seed_final_kl": seed_final,
         "n_vi_samples": _n_offsets(int(opts["n_samples"]), bool(opts["mirror_samples"])),
         "sample_mode": str(opts["sample_mode"]),
+        "pareto_k": pareto_k(np.asarray(best["log_weights"])),
     }
     # numpy then device_put: no staging program compiled for a new shape
     return RawResult(method="vi_native", point=best["mean"],

@@ -67,6 +67,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.tree_util import Partial
 
+from tengri.analysis.diagnostics import pareto_k
 from tengri.errors import ParameterError
 from tengri.inference.methods.vi_native import (
     build_vi_draws_engine, check_vi_options, vi_start_point,
@@ -196,12 +197,14 @@ def _run(method: str, problem: Problem, key: jax.Array, options: dict) -> RawRes
     mean = samples.pos
     draws = np.asarray(samples.samples)
     n_post = int(opts["n_posterior_samples"])
+    log_weights = np.zeros(0)
     if n_post > draws.shape[0]:
         n_extra = n_post - draws.shape[0]
         extra = build_vi_draws_engine(problem.residuals, n_dim, n_extra,
                                       mode.startswith("nonlinear"), True)(
             draw_key, mean, problem.data_args)
-        draws = np.concatenate([draws, np.asarray(extra)])
+        draws = np.concatenate([draws, np.asarray(extra["draws"])])
+        log_weights = np.asarray(extra["log_weights"])
     draws = draws[:n_post]
     diagnostics = {
         "n_iter": len(history),
@@ -210,6 +213,7 @@ def _run(method: str, problem: Problem, key: jax.Array, options: dict) -> RawRes
         "n_vi_samples": 2 * n_samples,
         "sample_mode": mode,
         "n_topped_up_draws": max(n_post - 2 * n_samples, 0),
+        "pareto_k": pareto_k(log_weights),
     }
     return RawResult(method=method, point=mean, samples=jax.device_put(draws[None]),
                      diagnostics=diagnostics, loss_history=np.asarray(history))
@@ -228,7 +232,11 @@ def run_vi(problem: Problem, key: jax.Array, **options) -> RawResult:
     RawResult
         ``point`` the VI mean; ``samples`` (1, n_posterior_samples, d);
         ``loss_history`` the KL energy per iteration; diagnostics ``n_iter``,
-        ``converged``, ``final_kl``, ``n_vi_samples``, ``n_topped_up_draws``.
+        ``converged``, ``final_kl``, ``n_vi_samples``, ``n_topped_up_draws``,
+        ``sample_mode`` and ``pareto_k`` (Pareto k̂ of the top-up draws'
+        importance weights; above 0.7 the approximation misses part of the
+        posterior; nan with fewer than 20 top-up draws; see
+        :func:`~tengri.inference.methods.vi_native.approximation_log_weights`).
 
     Raises
     ------
