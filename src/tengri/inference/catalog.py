@@ -65,12 +65,11 @@ from tengri.inference import cache, host_keys, registry
 
 __all__ = ["CatalogFitter", "CatalogResult", "GalaxyRecord", "galaxy_key", "galaxy_keys", "STRATEGIES",
            "fit_records", "choose_strategy", "method_options",
-           "NATIVE_VI_SEEDS", "SPECTRO_KEYS", "SPECTRAL_FITTER_OPTIONS"]
+           "SPECTRO_KEYS", "SPECTRAL_FITTER_OPTIONS"]
 
 STRATEGIES = ("auto", "batched", "sequential")
 VMAP_POINT_METHODS = ("map", "laplace")
 VMAP_MCMC_METHODS = ("mcmc_nuts", "hmc", "dynamic_hmc", "ghmc")
-NATIVE_VI_SEEDS = 5  # n_seeds of "native" VI methods unless given
 SPECTRO_KEYS = ("spec_obs", "spec_noise", "spec_mask", "wave_spec")
 # Fitter arguments of the spectroscopic likelihood, the same for every galaxy of a catalog
 SPECTRAL_FITTER_OPTIONS = ("calibration_marginalize", "cal_n_poly", "cal_prior_sigma",
@@ -179,11 +178,8 @@ def _as_record(gal: Any, index: int, model, fixed_columns: Mapping[str, Any]) ->
 
 
 def method_options(method: str, options: Mapping[str, Any]) -> dict:
-    """``options`` checked against ``method`` (ValueError naming an unknown one), with
-    ``n_seeds = NATIVE_VI_SEEDS`` added for methods with "native" in their name."""
+    """``options`` checked against ``method`` (ValueError naming an unknown one)."""
     options = dict(options)
-    if "native" in registry.canonical_method(method) and "n_seeds" not in options:
-        options["n_seeds"] = NATIVE_VI_SEEDS
     registry.method_options(method, options)
     return options
 
@@ -270,7 +266,6 @@ class CatalogFitter:
         do not carry their own; ``calibration_marginalize``, ``cal_n_poly``,
         ``cal_prior_sigma``, ``eline_marginalize``, ``eline_prior_type`` go to the
         Fitter of every galaxy with a spectrum; anything else is a method option.
-        Methods with ``native`` in their name default to ``n_seeds=5``.
 
     Examples
     --------
