@@ -113,6 +113,8 @@ OPTIONS: dict[str, tuple[str, dict]] = {
     "vi_native": ("vi_native", {}),
     "vi": ("vi", {}),
     "mgvi": ("mgvi", {}),
+    "vi (5 seeds)": ("vi", {"n_seeds": 5}),
+    "mgvi (5 seeds)": ("mgvi", {"n_seeds": 5}),
     "laplace": ("laplace", {}),
     "raytrace (dkd)": ("raytrace", {"integrator": "dkd"}),
     "raytrace (kdk)": ("raytrace", {"integrator": "kdk"}),

@@ -100,8 +100,9 @@ def test_native_vi_stops_when_the_kl_energy_changes_less_than_tol_kl(gaussian):
 
 
 @pytest.mark.slow
-def test_native_vi_keeps_the_seed_with_the_lowest_final_kl(gaussian):
-    result = vi_native.run_vi_native(gaussian[0], KEY, n_seeds=3, **GAUSSIAN_RUN)
+@pytest.mark.parametrize("method", list(RUNNERS))
+def test_vi_keeps_the_seed_with_the_lowest_final_kl(gaussian, method):
+    result = RUNNERS[method](gaussian[0], KEY, n_seeds=3, **GAUSSIAN_RUN)
     seeds = result.diagnostics["seed_final_kl"]
     assert seeds.shape == (3,)
     assert len(set(seeds.tolist())) == 3

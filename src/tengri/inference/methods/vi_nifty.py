@@ -22,6 +22,10 @@ KL energy by Newton–CG. The loop stops after ``n_kl_iter`` iterations or when 
 KL energy changes by less than ``tol_kl``; ``loss_history`` is that energy per
 iteration. NIFTy's logger (DEBUG on stderr by default) is raised to ERROR for
 the run unless ``verbose`` (then INFO: NIFTy's per-iteration reports).
+``n_seeds`` runs that loop with different random numbers and keeps the run with
+the lowest final KL energy, as in ``vi_native`` (default 1 here: a NIFTy run
+takes ~8 s on the SED mock of ``bench/methods.py``; see docs/methods.md for
+what more seeds buy).
 
 Returned draws: NIFTy's final ``2·n_samples`` samples (mirrored pairs), then —
 because so few draws make noisy summaries — further draws of the *same*
@@ -154,36 +158,26 @@ def _nifty_log_level(verbose: bool) -> Iterator[None]:
         logger.setLevel(old)
 
 
-def _run(method: str, problem: Problem, key: jax.Array, options: dict) -> RawResult:
+def _optimise(likelihood, z0: jax.Array, key: jax.Array, opts: dict, method: str
+              ) -> tuple[Any, list[float], bool]:
+    """One NIFTy VI optimisation from ``z0``: (final samples, KL energy per iteration,
+    whether the energy change fell below ``tol_kl``)."""
     import nifty.re as jft
 
-    opts = check_vi_options(method, options, problem)
-    if not opts["mirror_samples"]:
-        raise ParameterError(
-            f"{method}: NIFTy (nifty.re) supports only mirror_samples=True; "
-            f"use method 'vi_native' for unmirrored samples")
-    n_dim = problem.n_dim
-    n_samples, n_kl_iter = int(opts["n_samples"]), int(opts["n_kl_iter"])
-    tol_kl = float(opts["tol_kl"])
-    mode = str(opts["sample_mode"])
-    map_key, vi_key, draw_key = jax.random.split(key, 3)
-    z0 = vi_start_point(opts["start"], problem, map_key)
-
-    likelihood = nifty_likelihood(problem.residuals, problem.data_args, n_dim)
+    n_kl_iter, tol_kl = int(opts["n_kl_iter"]), float(opts["tol_kl"])
     # jft.optimize_kl's own settings (OptimizeVI's constructor defaults differ).
     optimizer = jft.OptimizeVI(likelihood, n_total_iterations=n_kl_iter, jit=True,
                                linear_minimizer_jit=False, nonlinear_minimizer_jit=False,
                                mirror_samples=True)
     samples = jft.Samples(pos=z0, samples=None, keys=None)
     state = optimizer.init_state(
-        vi_key, n_samples=n_samples, sample_mode=mode,
+        key, n_samples=int(opts["n_samples"]), sample_mode=str(opts["sample_mode"]),
         draw_linear_kwargs=dict(cg_name=None, cg_kwargs=dict()),
         nonlinearly_update_kwargs=dict(minimize_kwargs=dict(name=None,
                                                             cg_kwargs=dict(name=None))),
         kl_kwargs=dict(minimize_kwargs=dict(name=None, absdelta=tol_kl / 100.0,
                                             cg_kwargs=dict(name=None))))
     history: list[float] = []
-    converged = False
     with _nifty_log_level(bool(opts["verbose"])):
         for _ in range(n_kl_iter):
             samples, state = optimizer.update(samples, state)
@@ -191,8 +185,28 @@ def _run(method: str, problem: Problem, key: jax.Array, options: dict) -> RawRes
             if opts["verbose"]:
                 print(optimizer.get_status_message(samples, state, name=method))
             if len(history) > 1 and abs(history[-1] - history[-2]) < tol_kl:
-                converged = True
-                break
+                return samples, history, True
+    return samples, history, False
+
+
+def _run(method: str, problem: Problem, key: jax.Array, options: dict) -> RawResult:
+    opts = check_vi_options(method, options, problem)
+    if not opts["mirror_samples"]:
+        raise ParameterError(
+            f"{method}: NIFTy (nifty.re) supports only mirror_samples=True; "
+            f"use method 'vi_native' for unmirrored samples")
+    n_dim = problem.n_dim
+    n_samples = int(opts["n_samples"])
+    mode = str(opts["sample_mode"])
+    map_key, vi_key, draw_key = jax.random.split(key, 3)
+    z0 = vi_start_point(opts["start"], problem, map_key)
+
+    likelihood = nifty_likelihood(problem.residuals, problem.data_args, n_dim)
+    runs = [_optimise(likelihood, z0, jax.random.fold_in(vi_key, seed), opts, method)
+            for seed in range(int(opts["n_seeds"]))]
+    seed_final = np.array([run[1][-1] for run in runs])
+    samples, history, converged = runs[int(np.argmin(
+        np.where(np.isfinite(seed_final), seed_final, np.inf)))]
 
     mean = samples.pos
     draws = np.asarray(samples.samples)
@@ -210,6 +224,7 @@ def _run(method: str, problem: Problem, key: jax.Array, options: dict) -> RawRes
         "n_iter": len(history),
         "converged": converged,
         "final_kl": history[-1],
+        "seed_final_kl": seed_final,
         "n_vi_samples": 2 * n_samples,
         "sample_mode": mode,
         "n_topped_up_draws": max(n_post - 2 * n_samples, 0),
@@ -225,15 +240,16 @@ def run_vi(problem: Problem, key: jax.Array, **options) -> RawResult:
     Options: ``n_samples`` (doubled by mirroring), ``n_kl_iter``, ``tol_kl``,
     ``sample_mode`` (default "nonlinear_resample"), ``mirror_samples`` (must be
     true), ``verbose``, ``n_posterior_samples`` (see the module docstring),
-    ``start`` ("map" or "init": the first expansion point).
+    ``start`` ("map" or "init": the first expansion point), ``n_seeds``
+    (independent optimisations; the lowest final KL energy wins and is topped up).
 
     Returns
     -------
     RawResult
         ``point`` the VI mean; ``samples`` (1, n_posterior_samples, d);
         ``loss_history`` the KL energy per iteration; diagnostics ``n_iter``,
-        ``converged``, ``final_kl``, ``n_vi_samples``, ``n_topped_up_draws``,
-        ``sample_mode`` and ``pareto_k`` (Pareto k̂ of the top-up draws'
+        ``converged``, ``final_kl``, ``seed_final_kl``, ``n_vi_samples``,
+        ``n_topped_up_draws``, ``sample_mode`` and ``pareto_k`` (Pareto k̂ of the top-up draws'
         importance weights; above 0.7 the approximation misses part of the
         posterior; nan with fewer than 20 top-up draws; see
         :func:`~tengri.inference.methods.vi_native.approximation_log_weights`).
