@@ -50,8 +50,9 @@ start and keeps the one with the lowest final KL energy; only that one is topped
 up with further draws. The KL is estimated from 8 draws, so one optimisation's
 end point depends on its random numbers: on the SED mock of ``bench/methods.py``
 (``sf_young``, keys 0–5) one seed put the medians 0.31–2.86 σ_NUTS from the NUTS
-reference (key 0: 2.86 in log M*), five seeds 0.24–0.50, for ~1 s more (the
-KL iterations take 0.24 s a seed, the 992 top-up draws 2.25 s).
+reference (key 0: 2.86 in log M*), five seeds 0.25–0.56
+(``bench/records/methods_cpu_2core_s14``), for ~1 s more (the KL iterations
+take 0.24 s a seed, the 992 top-up draws 2.25 s).
 
 This implementation is *not* posterior-equivalent to NIFTy's: different inner
 solvers and stopping rules land on different points on hard problems (the seed
