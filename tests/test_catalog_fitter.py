@@ -247,6 +247,8 @@ def test_summary_formats_round_trip(tmp_path, fmt):
         write_summary(tmp_path / "s", columns, rows, "parquet")
 
 
+# 300 draws on purpose: batched and per-galaxy chains are compared draw for draw
+@pytest.mark.filterwarnings("ignore::tengri.errors.ConvergenceWarning")
 @pytest.mark.slow
 def test_batched_hmc_pools_each_galaxys_chains_and_agrees_with_the_fitter(small_model):
     """Batched MCMC (``lax.map`` over galaxies) pools the warm-ups of each galaxy's
@@ -322,3 +324,27 @@ def test_unreliable_approximations_are_reported_once_for_the_catalog(small_model
     assert len(approximate) == 1, [str(w.message) for w in caught]
     assert "for 2 of 4 galaxies (g000, g002)" in str(approximate[0].message)
     assert [p.diagnostics["pareto_k"] for p in result.posteriors] == [1.5, 0.2, 1.5, 0.2]
+
+
+def test_unconverged_chains_are_reported_once_for_the_catalog(small_model, monkeypatch):
+    from tengri.errors import ConvergenceWarning
+    from tengri.inference import registry
+    from tengri.inference.problem import RawResult
+
+    calls = []
+
+    def chains(problem, key, **options):  # galaxies 0 and 2: a random walk (τ ~ n)
+        calls.append(key)
+        steps = 0.01 * jax.random.normal(key, (1, 1000, problem.n_dim))
+        walk = len(calls) % 2 == 1
+        return RawResult(method="mcmc_nuts", point=problem.init,
+                         samples=problem.init + (steps.cumsum(axis=1) if walk else steps))
+
+    monkeypatch.setattr(registry, "get_runner", lambda name: chains)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        CatalogFitter(small_model, mock_galaxies(small_model, 4), method="nuts",
+                      strategy="sequential").run()
+    unconverged = [w for w in caught if issubclass(w.category, ConvergenceWarning)]
+    assert len(unconverged) == 1, [str(w.message) for w in caught]
+    assert "for 2 of 4 galaxies (g000, g002)" in str(unconverged[0].message)

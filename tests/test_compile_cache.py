@@ -30,6 +30,9 @@ from methods_targets import (
     gaussian_residuals,
 )
 
+# short chains on purpose: these tests count compilations, not draws
+pytestmark = pytest.mark.filterwarnings("ignore::tengri.errors.ConvergenceWarning")
+
 TESTS = Path(__file__).resolve().parent
 OTHER_MEAN = GAUSSIAN_MEAN + np.array([0.4, -0.3, 0.2, -0.5, 0.3])
 NUTS = {"n_warmup": 60, "n_samples": 60}

@@ -13,6 +13,9 @@ from tengri.inference.methods import _export_cache
 
 from test_compile_cache import GAUSSIAN_MEAN, OTHER_MEAN, GaussianModel
 
+# short chains on purpose: these tests are about stored executables, not draws
+pytestmark = pytest.mark.filterwarnings("ignore::tengri.errors.ConvergenceWarning")
+
 MAP = {"n_starts": 2}
 ESS = {"start": "init", "n_burnin": 20, "n_samples": 40}
 

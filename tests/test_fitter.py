@@ -27,6 +27,8 @@ def test_map_recovers_truth_on_noiseless_data(phot_model, truth):
     assert post.loss_history is not None and len(post.loss_history) > 1
 
 
+# 200 draws: a coverage smoke test, not a converged posterior
+@pytest.mark.filterwarnings("ignore::tengri.errors.ConvergenceWarning")
 def test_nuts_posterior_covers_truth(phot_model, truth, mock):
     post = Fitter(phot_model, *mock).run("nuts", n_warmup=150, n_samples=200, use_dense=True)
     assert post.samples["stellar_mass"].shape == (200,)
@@ -103,3 +105,25 @@ def test_run_warns_when_an_approximation_reports_a_large_pareto_k(phot_model, mo
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert fitter.run("mgvi").check_convergence()["all_converged"]
+
+
+def test_run_warns_when_mcmc_chains_are_shorter_than_five_autocorrelation_times(
+        phot_model, mock, monkeypatch):
+    from tengri.errors import ConvergenceWarning
+    from tengri.inference import registry
+    from tengri.inference.problem import RawResult
+
+    def chains(problem, key, **options):  # a random walk (τ ~ n) or white noise around init
+        steps = 0.01 * jax.random.normal(key, (1, 2000, problem.n_dim))
+        draws = problem.init + (jax.numpy.cumsum(steps, axis=1) if walk else steps)
+        return RawResult(method="mcmc_nuts", point=problem.init, samples=draws)
+
+    fitter = Fitter(phot_model, *mock)
+    monkeypatch.setattr(registry, "get_runner", lambda name: chains)
+    walk = True
+    with pytest.warns(ConvergenceWarning, match=r"run\('nuts'\): the chains are shorter than 5"):
+        fitter.run("nuts")
+    walk = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert fitter.run("nuts").check_convergence()["all_converged"]

@@ -4,7 +4,8 @@ Every error names the offending argument and, where there is a closed set of
 valid values, lists them.
 """
 
-__all__ = ["ParameterError", "DataError", "ConfigError", "ApproximationWarning"]
+__all__ = ["ParameterError", "DataError", "ConfigError", "ApproximationWarning",
+           "ConvergenceWarning"]
 
 
 class ParameterError(ValueError):
@@ -23,3 +24,8 @@ class ConfigError(ValueError):
 class ApproximationWarning(UserWarning):
     """An approximate posterior (VI, Pathfinder) whose own diagnostic, the Pareto k̂
     of its draws' importance weights, says it misses part of the posterior."""
+
+
+class ConvergenceWarning(UserWarning):
+    """MCMC chains shorter than their own diagnostics ask for (fewer than 5
+    autocorrelation times per chain): the draws do not yet represent the posterior."""

@@ -60,7 +60,7 @@ import jax
 import numpy as np
 
 from tengri.analysis.diagnostics import PARETO_K_RELIABLE
-from tengri.errors import ApproximationWarning, DataError, ParameterError
+from tengri.errors import ApproximationWarning, ConvergenceWarning, DataError, ParameterError
 from tengri.inference import cache, host_keys, registry
 
 __all__ = ["CatalogFitter", "CatalogResult", "GalaxyRecord", "galaxy_key", "galaxy_keys", "STRATEGIES",
@@ -349,23 +349,29 @@ class CatalogFitter:
                     post._model = self.model
             posteriors += chunk_posts
             rows += chunk_rows
-        _warn_unreliable_approximations(self.method, posteriors, rows)
+        _warn_untrustworthy(self.method, posteriors, rows)
         return posteriors, rows
 
 
-def _warn_unreliable_approximations(method: str, posteriors: list, rows: list) -> None:
-    """One ApproximationWarning for a set of galaxies (the per-galaxy ones of
-    ``Fitter.run`` are silenced) naming those whose Pareto k̂ exceeds
-    ``PARETO_K_RELIABLE``."""
-    flagged = [row["id"] for post, row in zip(posteriors, rows) if post is not None
-               and post.diagnostics.get("pareto_k", float("nan")) > PARETO_K_RELIABLE]
-    if flagged:
-        shown = ", ".join(map(str, flagged[:10])) + (", ..." if len(flagged) > 10 else "")
-        warnings.warn(
-            f"{method}: Pareto k̂ > {PARETO_K_RELIABLE} for {len(flagged)} of {len(rows)} "
-            f"galaxies ({shown}): their approximations miss part of the posterior; "
-            f"posterior.diagnostics['pareto_k'] per galaxy. Check them with a sampler.",
-            ApproximationWarning, stacklevel=3)
+def _warn_untrustworthy(method: str, posteriors: list, rows: list) -> None:
+    """One warning per kind for a set of galaxies (the per-galaxy ones of
+    ``Fitter.run`` are silenced), naming the galaxies whose own diagnostics say
+    their posterior is not yet trustworthy (:func:`tengri.inference.fitter.run_warning`)."""
+    from tengri.inference.fitter import run_warning
+
+    flagged: dict[type, list] = {}
+    for post, row in zip(posteriors, rows):
+        found = None if post is None else run_warning(post, method)
+        if found is not None:
+            flagged.setdefault(found[0], []).append(row["id"])
+    for category, ids in flagged.items():
+        shown = ", ".join(map(str, ids[:10])) + (", ..." if len(ids) > 10 else "")
+        what = ("Pareto k̂ > {k}: their approximations miss part of the posterior "
+                "(posterior.diagnostics['pareto_k'])".format(k=PARETO_K_RELIABLE)
+                if category is ApproximationWarning else
+                "chains shorter than 5 autocorrelation times (posterior.check_convergence())")
+        warnings.warn(f"{method}: {what}, for {len(ids)} of {len(rows)} galaxies ({shown}). "
+                      f"Check them with a longer run or another method.", category, stacklevel=3)
 
 
 def positive_count(name: str, value) -> int:
@@ -378,7 +384,7 @@ def positive_count(name: str, value) -> int:
 def _fit_chunk_remote(model, records, method, options, key, n_pad, strategy, batch_mode,
                       fitter_options=None):
     """A dask task: fit ``records``; posteriors travel back without model or fitter
-    (and the catalog's ApproximationWarning is raised by the client)."""
+    (the catalog's Approximation/ConvergenceWarnings are raised by the client)."""
     posteriors, rows = _fit_records_quietly(model, records, method, options, key, n_pad,
                                             strategy, None, resolve_batch_mode(batch_mode),
                                             fitter_options, 1)
@@ -404,20 +410,24 @@ def fit_records(model, records: Sequence[GalaxyRecord], method: str, options: di
     -----
     ApproximationWarning
         Once, naming the galaxies whose approximation (``vi``, ``mgvi``,
-        ``vi_native``, ``pathfinder``) has a Pareto k̂ above 0.7; the per-galaxy
-        warnings of ``Fitter.run`` are silenced.
+        ``vi_native``, ``pathfinder``) has a Pareto k̂ above 0.7.
+    ConvergenceWarning
+        Once, naming the galaxies whose MCMC chains are shorter than 5
+        autocorrelation times. The per-galaxy warnings of ``Fitter.run`` are
+        silenced.
     """
     posteriors, rows = _fit_records_quietly(model, records, method, options, key, n_pad,
                                             strategy, progress, resolve_batch_mode(batch_mode),
                                             fitter_options, n_threads)
-    _warn_unreliable_approximations(method, posteriors, rows)
+    _warn_untrustworthy(method, posteriors, rows)
     return posteriors, rows
 
 
 def _fit_records_quietly(*args) -> tuple[list, list]:
-    """:func:`_fit_records` without the per-galaxy ApproximationWarnings."""
+    """:func:`_fit_records` without the per-galaxy Approximation/ConvergenceWarnings."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ApproximationWarning)
+        warnings.simplefilter("ignore", ConvergenceWarning)
         return _fit_records(*args)
 
 

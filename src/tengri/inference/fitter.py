@@ -24,14 +24,14 @@ import jax
 import numpy as np
 
 from tengri.analysis import diagnostics as diag
-from tengri.errors import ApproximationWarning, ParameterError
+from tengri.errors import ApproximationWarning, ConvergenceWarning, ParameterError
 from tengri.inference import cache, host_keys, registry
 from tengri.inference.methods._engine_cache import recording_engine_use
 from tengri.inference.problem import Problem, RawResult
 
 __all__ = ["Fitter", "VI_SAMPLE_MODES", "DEFAULT_COMPILE_MODES", "AUTO_COMPILE_MODES",
            "MCMC_METHODS", "MEMORY_MODES", "FAST_CHUNK", "LOW_MEMORY_CHUNK",
-           "NO_BACKGROUND_COMPILE_ENV"]
+           "NO_BACKGROUND_COMPILE_ENV", "run_warning"]
 
 _DATA_TYPES = ("photometry", "spectroscopy", "joint")
 
@@ -308,6 +308,9 @@ class Fitter:
             ``vi_native``) whose draws' importance weights have a Pareto k̂ above
             0.7 (``posterior.diagnostics["pareto_k"]``): it misses part of the
             posterior.
+        tengri.errors.ConvergenceWarning
+            (a UserWarning) MCMC chains shorter than 5 autocorrelation times
+            (``posterior.check_convergence()``): run longer or more chains.
         """
         self.wait_for_compile()
         name = registry.canonical_method(method)
@@ -325,9 +328,9 @@ class Fitter:
         wall = time.perf_counter() - start
         posterior = self._posterior(raw, wall)
         cache.finish_run(used, (self._signature, name), lean_run)
-        unreliable = diag.pareto_k_warning(f"run({method!r})", posterior.diagnostics.get("pareto_k"))
-        if unreliable is not None:
-            warnings.warn(unreliable, ApproximationWarning, stacklevel=2)
+        untrustworthy = run_warning(posterior, f"run({method!r})")
+        if untrustworthy is not None:
+            warnings.warn(untrustworthy[1], untrustworthy[0], stacklevel=2)
         return posterior
 
     def compile(
@@ -639,6 +642,29 @@ def _compile_run_options(method: str, mode: str | None, n_iterations: int,
         # one chunk of iterations, and no "did not converge" warning about it
         options.update(max_steps=1, dlogz=1e300)
     return options
+
+
+def run_warning(posterior, what: str) -> tuple[type[Warning], str] | None:
+    """The warning a posterior's own diagnostics call for, or None.
+
+    An approximation with a Pareto k̂ above 0.7 gets an ApproximationWarning
+    (:func:`tengri.analysis.diagnostics.pareto_k_warning`); MCMC chains that fail
+    ``posterior.check_convergence()`` (fewer than 5 autocorrelation times per
+    chain) a ConvergenceWarning. ``what`` starts the message (e.g. ``"run('nuts')"``).
+    """
+    unreliable = diag.pareto_k_warning(what, posterior.diagnostics.get("pareto_k"))
+    if unreliable is not None:
+        return ApproximationWarning, unreliable
+    if posterior.method in MCMC_METHODS and posterior.samples is not None:
+        convergence = posterior.check_convergence()
+        if not convergence["all_converged"]:
+            shown = "; ".join(convergence["warnings"][:3])
+            more = len(convergence["warnings"]) - 3
+            return ConvergenceWarning, (
+                f"{what}: the chains are shorter than 5 autocorrelation times "
+                f"({shown}{f'; and {more} more' if more > 0 else ''}): the draws do not yet "
+                f"represent the posterior. Run longer (n_samples) or more chains (n_chains).")
+    return None
 
 
 _BATCHED: dict[Any, Any] = {}
