@@ -10,9 +10,10 @@ warm (second call, compiled programs reused):
 - ``topup_s``: the top-up draws alone (``build_vi_draws_engine``, the same
   geoVI sample map at the final mean), for ``--topup-draws`` draws
   (the default run draws 1000 − 8 = 992);
-- ``full_s``: the whole engine with ``n_posterior_samples`` draws (dense only,
-  unless ``--full-cg``);
-and the first-call (compile + run) time of each.
+and the first-call (compile + run) time of each. A run is one ``kl_s`` per seed
+(``n_seeds``) plus one ``topup_s``: since 2026-11-27 ``run_vi_native`` tops up
+only the winning seed, through ``build_vi_draws_engine`` (records made before
+time a ``full_s``, the old engine with the top-ups inside).
 
     .venv/bin/python bench/vi_native_profile.py [--solvers dense cg] [--cg-topup-draws 64]
 """
@@ -49,7 +50,6 @@ def main() -> None:
     parser.add_argument("--topup-draws", type=int, default=992)
     parser.add_argument("--cg-topup-draws", type=int, default=64,
                         help="top-up draws timed for the slow cg solver")
-    parser.add_argument("--full-cg", action="store_true", help="also time the full cg engine")
     args = parser.parse_args()
 
     import jax
@@ -67,7 +67,6 @@ def main() -> None:
     key = jax.random.PRNGKey(1)
     z0 = vi_native.vi_start_point("map", problem, key)
     args_dyn = (np.int64(opts["n_kl_iter"]), np.float64(opts["tol_kl"]))
-    n_vi = 2 * int(opts["n_samples"])
     n_dim = problem.n_dim
 
     residual = jax.jit(problem.residuals)
@@ -82,7 +81,7 @@ def main() -> None:
         row: dict = {}
         kl_engine = vi_native.build_vi_native_engine(
             problem.residuals, n_dim, int(opts["n_samples"]), opts["sample_mode"],
-            bool(opts["mirror_samples"]), n_vi, vi_native._iteration_bucket(int(opts["n_kl_iter"])),
+            bool(opts["mirror_samples"]), vi_native._iteration_bucket(int(opts["n_kl_iter"])),
             solver=solver)
         row["kl_first_s"], row["kl_s"], kl = first_and_warm(
             kl_engine, key, z0, problem.data_args, *args_dyn)
@@ -95,13 +94,6 @@ def main() -> None:
         row["topup_first_s"], row["topup_s"], draws = first_and_warm(
             draws_engine, key, kl["mean"], problem.data_args)
         row["topup_sd"] = np.asarray(jnp.std(draws["draws"], axis=0)).tolist()
-        if solver == "dense" or args.full_cg:
-            full = vi_native.build_vi_native_engine(
-                problem.residuals, n_dim, int(opts["n_samples"]), opts["sample_mode"],
-                bool(opts["mirror_samples"]), int(opts["n_posterior_samples"]),
-                vi_native._iteration_bucket(int(opts["n_kl_iter"])), solver=solver)
-            row["full_first_s"], row["full_s"], _ = first_and_warm(
-                full, key, z0, problem.data_args, *args_dyn)
         result["solvers"][solver] = row
         print(solver, row, flush=True)
     write_json("vi_native_profile", result)

@@ -59,7 +59,7 @@ from typing import Any, Mapping, Sequence
 import jax
 import numpy as np
 
-from tengri.analysis.diagnostics import PARETO_K_RELIABLE
+from tengri.analysis.diagnostics import CONVERGENCE_TAU_FACTOR, PARETO_K_RELIABLE
 from tengri.errors import ApproximationWarning, ConvergenceWarning, DataError, ParameterError
 from tengri.inference import cache, host_keys, registry
 
@@ -369,7 +369,8 @@ def _warn_untrustworthy(method: str, posteriors: list, rows: list) -> None:
         what = ("Pareto k̂ > {k}: their approximations miss part of the posterior "
                 "(posterior.diagnostics['pareto_k'])".format(k=PARETO_K_RELIABLE)
                 if category is ApproximationWarning else
-                "chains shorter than 5 autocorrelation times (posterior.check_convergence())")
+                f"chains shorter than {CONVERGENCE_TAU_FACTOR:g} autocorrelation times "
+                "(posterior.check_convergence())")
         warnings.warn(f"{method}: {what}, for {len(ids)} of {len(rows)} galaxies ({shown}). "
                       f"Check them with a longer run or another method.", category, stacklevel=3)
 

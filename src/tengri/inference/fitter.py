@@ -661,7 +661,7 @@ def run_warning(posterior, what: str) -> tuple[type[Warning], str] | None:
             shown = "; ".join(convergence["warnings"][:3])
             more = len(convergence["warnings"]) - 3
             return ConvergenceWarning, (
-                f"{what}: the chains are shorter than 5 autocorrelation times "
+                f"{what}: the chains are shorter than {diag.CONVERGENCE_TAU_FACTOR:g} autocorrelation times "
                 f"({shown}{f'; and {more} more' if more > 0 else ''}): the draws do not yet "
                 f"represent the posterior. Run longer (n_samples) or more chains (n_chains).")
     return None

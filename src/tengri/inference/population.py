@@ -46,6 +46,7 @@ import optax
 from tengri.errors import ConfigError, DataError, ParameterError
 from tengri.inference.methods._engine_cache import memoised_engine
 from tengri.inference.problem import Problem, log_density
+from tengri.inference.population_gibbs import DEFAULT_STEP_JITTER
 from tengri.params.priors import latent_to_physical_1d, physical_to_latent_1d
 from tengri.posterior.population import SHARED_NAMES, PopulationPosterior
 
@@ -69,7 +70,7 @@ _EVI_OBJECTIVES = ("laplace", "iw", "elbo")
 # default is False for "mcmc" / "raytrace" and True for "gibbs"
 _GIBBS_OPTIONS = {"n_chains": 4, "n_warmup": 500, "n_leapfrog": 8, "n_shared_steps": 30, "n_drag_moves": 0,
                   "n_drag_stages": 8, "conditional": "grid", "gauss_newton_steps": 15, "sample_hmc": False,
-                  "step_jitter": (0.8, 1.2)}
+                  "step_jitter": DEFAULT_STEP_JITTER}
 # φ draws per Adam step: each costs K galaxy evaluations under "iw", one under "elbo"
 _EVI_DEFAULT_N_SAMPLES = {"iw": 4, "elbo": 16, "laplace": 1}
 
@@ -433,13 +434,9 @@ def _gibbs_options(method: str, options: dict) -> dict:
     opts = _with_defaults(method, options, {**_GIBBS_OPTIONS, "sample_hmc": method == "gibbs"})
     if not isinstance(opts["sample_hmc"], (bool, np.bool_)):
         raise ParameterError(f"sample_hmc must be True or False, got {opts['sample_hmc']!r}")
-    try:
-        lo, hi = (float(f) for f in opts["step_jitter"])
-    except (TypeError, ValueError):
-        lo = hi = float("nan")
-    if not 0.0 < lo <= hi:
-        raise ParameterError(f"step_jitter must be (lo, hi) with 0 < lo ≤ hi, got {opts['step_jitter']!r}")
-    from tengri.inference.population_gibbs import CONDITIONALS
+    from tengri.inference.population_gibbs import CONDITIONALS, checked_step_jitter
+
+    opts["step_jitter"] = checked_step_jitter(opts["step_jitter"])
 
     if opts["conditional"] not in CONDITIONALS:
         raise ParameterError(f"conditional must be one of {CONDITIONALS}, got {opts['conditional']!r}")
@@ -452,7 +449,7 @@ def _gibbs_options(method: str, options: dict) -> dict:
             raise ParameterError(f"{name} must be an integer ≥ {lowest}{why}, got {value!r}")
     if opts["n_shared_steps"] + opts["n_drag_moves"] == 0:
         raise ParameterError("n_shared_steps and n_drag_moves are both 0: φ would never move")
-    kinds = {"conditional": str, "sample_hmc": bool, "step_jitter": lambda v: (float(v[0]), float(v[1]))}
+    kinds = {"conditional": str, "sample_hmc": bool, "step_jitter": tuple}
     return {k: kinds.get(k, int)(v) for k, v in opts.items()}
 
 

@@ -72,10 +72,12 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.linalg import solve_triangular
 
+from tengri.errors import ParameterError
 from tengri.inference import cache
 
 __all__ = ["GibbsState", "GibbsInfo", "GibbsTuning", "init", "galaxy_step", "shared_step", "dragged_step",
-           "build_gibbs_engine", "population_model_functions", "GALAXY_KERNELS", "DEFAULT_STEP_JITTER"]
+           "build_gibbs_engine", "checked_step_jitter", "population_model_functions", "GALAXY_KERNELS",
+           "DEFAULT_STEP_JITTER"]
 
 # warm-up targets: HMC / Ray Tracing in whitened, near-Gaussian coordinates; 2-D random walks
 TARGET_GALAXY_ACCEPTANCE = 0.8
@@ -324,6 +326,17 @@ _ENGINES: dict[tuple, Callable] = {}
 cache.register_gc_hook(_ENGINES.clear)  # tengri.gc() drops these as it drops every other engine
 
 
+def checked_step_jitter(step_jitter) -> tuple[float, float]:
+    """``step_jitter`` as floats (lo, hi); ParameterError unless a pair with 0 < lo ≤ hi."""
+    try:
+        lo, hi = (float(f) for f in step_jitter)
+    except (TypeError, ValueError):
+        lo = hi = float("nan")
+    if not 0.0 < lo <= hi:
+        raise ParameterError(f"step_jitter must be (lo, hi) with 0 < lo ≤ hi, got {step_jitter!r}")
+    return lo, hi
+
+
 def build_gibbs_engine(log_likelihoods: Callable, conditional_gaussian: Callable, n_leapfrog: int, n_warmup: int,
                        n_samples: int, n_shared_steps: int = 1, n_drag_moves: int = 0,
                        n_drag_stages: int = 8, galaxy_kernel: str = "hmc",
@@ -345,9 +358,7 @@ def build_gibbs_engine(log_likelihoods: Callable, conditional_gaussian: Callable
     """
     if galaxy_kernel not in GALAXY_KERNELS:
         raise ValueError(f"galaxy_kernel must be one of {GALAXY_KERNELS}, got {galaxy_kernel!r}")
-    lo, hi = (float(f) for f in step_jitter)
-    if not 0.0 < lo <= hi:
-        raise ValueError(f"step_jitter must be (lo, hi) with 0 < lo ≤ hi, got {step_jitter!r}")
+    lo, hi = checked_step_jitter(step_jitter)
     key = (log_likelihoods, conditional_gaussian, int(n_leapfrog), int(n_warmup), int(n_samples), int(n_shared_steps),
            int(n_drag_moves), int(n_drag_stages), str(galaxy_kernel), (lo, hi))
     if key not in _ENGINES:

@@ -112,6 +112,8 @@ __all__ = [
     "build_vi_native_engine",
     "build_vi_draws_engine",
     "check_vi_options",
+    "lowest_final_kl",
+    "topped_up",
     "vi_start_point",
     "run_vi_native",
 ]
@@ -551,8 +553,8 @@ def _iteration_bucket(n_kl_iter: int) -> int:
 
 @memoised_engine
 def build_vi_native_engine(residuals: Callable, n_dim: int, n_samples: int, sample_mode: str,
-                           mirror_samples: bool, n_posterior_samples: int,
-                           max_iterations: int, solver: str = "auto") -> Callable:
+                           mirror_samples: bool, max_iterations: int,
+                           solver: str = "auto") -> Callable:
     """Jitted one-seed geoVI / MGVI engine, memoised on the residual function and
     static options.
 
@@ -563,7 +565,7 @@ def build_vi_native_engine(residuals: Callable, n_dim: int, n_samples: int, samp
     ----------
     residuals : callable
         ``(ξ (d,), data_args) -> (n,)`` whitened residuals.
-    n_dim, n_samples, n_posterior_samples : int
+    n_dim, n_samples : int
     sample_mode : str
         One of :data:`SAMPLE_MODES`.
     mirror_samples : bool
@@ -577,17 +579,15 @@ def build_vi_native_engine(residuals: Callable, n_dim: int, n_samples: int, samp
     -------
     callable
         ``engine(key, z0, data_args, n_kl_iter, tol_kl) -> dict`` with ``mean``
-        (d,), ``draws`` (n_posterior_samples, d), ``log_weights`` (importance log
-        weights of the draws made at the final mean, the top-ups:
-        :func:`approximation_log_weights`; empty without top-ups), ``energies``
-        (max_iterations,; NaN past ``n_iter``), ``n_iter``, ``converged`` and
-        ``energy`` (final KL).
+        (d,), ``draws`` (the last iteration's VI samples re-centred on the final
+        mean, (2·n_samples or n_samples, d); further draws come from
+        :func:`build_vi_draws_engine`), ``energies`` (max_iterations,; NaN past
+        ``n_iter``), ``n_iter``, ``converged`` and ``energy`` (final KL).
     """
     _dense(solver, n_dim)  # validates solver
     nonlinear = sample_mode.startswith("nonlinear")
     fresh_keys = sample_mode.endswith("resample")
     n_vi = _n_offsets(n_samples, mirror_samples)
-    n_extra_pairs = -(-max(n_posterior_samples - n_vi, 0) // (2 if mirror_samples else 1))
 
     def one_iteration(state: VIState, data_args, it_key, tol):
         key = jax.random.fold_in(it_key, 1) if fresh_keys else state.sample_key
@@ -605,7 +605,8 @@ def build_vi_native_engine(residuals: Callable, n_dim: int, n_samples: int, samp
 
     @jax.jit
     def engine(key, z0, data_args, n_kl_iter, tol):
-        init_key, loop_key, draw_key = jax.random.split(key, 3)
+        # three keys, the third unused since the top-ups moved out: the same numbers as before
+        init_key, loop_key, _ = jax.random.split(key, 3)
         offsets0 = jnp.zeros((n_vi, n_dim), z0.dtype)
         state = VIState(z0, offsets0, init_key, jnp.asarray(jnp.inf, z0.dtype),
                         jnp.asarray(0), jnp.asarray(False))
@@ -619,17 +620,8 @@ def build_vi_native_engine(residuals: Callable, n_dim: int, n_samples: int, samp
             return st, jnp.where(active, st.energy, jnp.nan)
 
         state, energies = jax.lax.scan(step, state, jnp.arange(max_iterations))
-        draws = state.offsets
-        log_weights = jnp.zeros((0,), z0.dtype)
-        if n_extra_pairs > 0:
-            extra = draw_offsets(residuals, state.mean, data_args, draw_key, n_extra_pairs,
-                                 nonlinear, mirror_samples, solver=solver)
-            draws = jnp.concatenate([draws, extra])
-            log_weights = approximation_log_weights(residuals, state.mean, state.mean + extra,
-                                                    data_args, nonlinear)
-        return {"mean": state.mean, "draws": state.mean + draws[:n_posterior_samples],
-                "log_weights": log_weights, "energies": energies, "n_iter": state.n_iter,
-                "converged": state.converged, "energy": state.energy}
+        return {"mean": state.mean, "draws": state.mean + state.offsets, "energies": energies,
+                "n_iter": state.n_iter, "converged": state.converged, "energy": state.energy}
 
     return engine
 
@@ -653,6 +645,27 @@ def build_vi_draws_engine(residuals: Callable, n_dim: int, n_draws: int, nonline
             residuals, mean, draws, data_args, nonlinear)}
 
     return engine
+
+
+def lowest_final_kl(seed_final: np.ndarray) -> int:
+    """Index of the seed with the lowest final KL energy (a non-finite one never wins)."""
+    return int(np.argmin(np.where(np.isfinite(seed_final), seed_final, np.inf)))
+
+
+def topped_up(problem: Problem, key: jax.Array, mean: jax.Array, vi_draws: np.ndarray,
+              n_posterior_samples: int, nonlinear: bool, mirror_samples: bool
+              ) -> tuple[np.ndarray, float]:
+    """``n_posterior_samples`` draws: the VI samples ``vi_draws`` (m, d), then fresh draws
+    of the same approximation at ``mean`` (:func:`build_vi_draws_engine`) while more are
+    asked for; and the Pareto k̂ of the fresh draws' importance weights
+    (:func:`approximation_log_weights`; nan without at least 20 of them)."""
+    n_extra = n_posterior_samples - vi_draws.shape[0]
+    if n_extra <= 0:
+        return vi_draws[:n_posterior_samples], float("nan")
+    extra = build_vi_draws_engine(problem.residuals, problem.n_dim, n_extra, nonlinear,
+                                  mirror_samples)(key, mean, problem.data_args)
+    return (np.concatenate([vi_draws, np.asarray(extra["draws"])]),
+            pareto_k(np.asarray(extra["log_weights"])))
 
 
 def check_vi_options(method: str, options: dict, problem: Problem) -> dict:
@@ -731,32 +744,26 @@ def run_vi_native(problem: Problem, key: jax.Array, **options) -> RawResult:
         ``converged``, ``final_kl``, ``seed_final_kl``, ``n_vi_samples``,
         ``sample_mode`` and ``pareto_k`` (the Pareto k̂ of the top-up draws'
         importance weights, :func:`approximation_log_weights`; above
-        ``importance.PARETO_K_RELIABLE`` (0.7) the approximation misses part of
-        the posterior; nan with fewer than 20 top-up draws).
+        ``tengri.analysis.diagnostics.PARETO_K_RELIABLE`` (0.7) the approximation
+        misses part of the posterior; nan with fewer than 20 top-up draws).
     """
     opts = check_vi_options("vi_native", options, problem)
     n_kl_iter = int(opts["n_kl_iter"])
     mode, mirror = str(opts["sample_mode"]), bool(opts["mirror_samples"])
-    n_vi = _n_offsets(int(opts["n_samples"]), mirror)
     n_post = int(opts["n_posterior_samples"])
     # The seeds run the KL iterations only; the winner alone is topped up (the
     # top-up draws cost ~10× the iterations on the SED mock).
     engine = build_vi_native_engine(problem.residuals, problem.n_dim, int(opts["n_samples"]),
-                                    mode, mirror, min(n_post, n_vi), _iteration_bucket(n_kl_iter))
+                                    mode, mirror, _iteration_bucket(n_kl_iter))
     map_key, vi_key, draw_key = jax.random.split(key, 3)
     z0 = vi_start_point(opts["start"], problem, map_key)
     dynamic = (np.int64(n_kl_iter), np.float64(opts["tol_kl"]))
     runs = [engine(jax.random.fold_in(vi_key, seed), z0, problem.data_args, *dynamic)
             for seed in range(int(opts["n_seeds"]))]
     seed_final = np.array([float(run["energy"]) for run in runs])
-    best = runs[int(np.argmin(np.where(np.isfinite(seed_final), seed_final, np.inf)))]
-    draws, log_weights = np.asarray(best["draws"]), np.zeros(0)
-    if n_post > n_vi:
-        extra = build_vi_draws_engine(problem.residuals, problem.n_dim, n_post - n_vi,
-                                      mode.startswith("nonlinear"), mirror)(
-            draw_key, best["mean"], problem.data_args)
-        draws = np.concatenate([draws, np.asarray(extra["draws"])])
-        log_weights = np.asarray(extra["log_weights"])
+    best = runs[lowest_final_kl(seed_final)]
+    draws, k_hat = topped_up(problem, draw_key, best["mean"], np.asarray(best["draws"]), n_post,
+                             mode.startswith("nonlinear"), mirror)
     n_iter = int(best["n_iter"])
     history = np.asarray(best["energies"])[:n_iter]
     if opts["verbose"]:
@@ -770,7 +777,7 @@ def run_vi_native(problem: Problem, key: jax.Array, **options) -> RawResult:
         "seed_final_kl": seed_final,
         "n_vi_samples": _n_offsets(int(opts["n_samples"]), bool(opts["mirror_samples"])),
         "sample_mode": mode,
-        "pareto_k": pareto_k(log_weights),
+        "pareto_k": k_hat,
     }
     # numpy then device_put: no staging program compiled for a new shape
     return RawResult(method="vi_native", point=best["mean"], samples=jax.device_put(draws[None]),

@@ -73,10 +73,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.tree_util import Partial
 
-from tengri.analysis.diagnostics import pareto_k
 from tengri.errors import ParameterError
 from tengri.inference.methods.vi_native import (
-    build_vi_draws_engine, check_vi_options, vi_start_point,
+    check_vi_options, lowest_final_kl, topped_up, vi_start_point,
 )
 from tengri.inference.problem import Problem, RawResult
 
@@ -207,21 +206,12 @@ def _run(method: str, problem: Problem, key: jax.Array, options: dict) -> RawRes
     runs = [_optimise(likelihood, z0, jax.random.fold_in(vi_key, seed), opts, method)
             for seed in range(int(opts["n_seeds"]))]
     seed_final = np.array([run[1][-1] for run in runs])
-    samples, history, converged = runs[int(np.argmin(
-        np.where(np.isfinite(seed_final), seed_final, np.inf)))]
+    samples, history, converged = runs[lowest_final_kl(seed_final)]
 
     mean = samples.pos
-    draws = np.asarray(samples.samples)
     n_post = int(opts["n_posterior_samples"])
-    log_weights = np.zeros(0)
-    if n_post > draws.shape[0]:
-        n_extra = n_post - draws.shape[0]
-        extra = build_vi_draws_engine(problem.residuals, n_dim, n_extra,
-                                      mode.startswith("nonlinear"), True)(
-            draw_key, mean, problem.data_args)
-        draws = np.concatenate([draws, np.asarray(extra["draws"])])
-        log_weights = np.asarray(extra["log_weights"])
-    draws = draws[:n_post]
+    draws, k_hat = topped_up(problem, draw_key, mean, np.asarray(samples.samples), n_post,
+                             mode.startswith("nonlinear"), True)
     diagnostics = {
         "n_iter": len(history),
         "converged": converged,
@@ -230,7 +220,7 @@ def _run(method: str, problem: Problem, key: jax.Array, options: dict) -> RawRes
         "n_vi_samples": 2 * n_samples,
         "sample_mode": mode,
         "n_topped_up_draws": max(n_post - 2 * n_samples, 0),
-        "pareto_k": pareto_k(log_weights),
+        "pareto_k": k_hat,
     }
     return RawResult(method=method, point=mean, samples=jax.device_put(draws[None]),
                      diagnostics=diagnostics, loss_history=np.asarray(history))
